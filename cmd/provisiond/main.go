@@ -1,0 +1,80 @@
+// Command provisiond provisions an nRF91 modem attached over serial from the nRF Cloud
+// Provisioning Service. Each subcommand lives in its own file; this file only wires them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at link time: -ldflags "-X main.version=$(git describe --always --dirty)".
+var version = "dev"
+
+// exitError carries a process exit code through cobra without printing usage.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "provisiond",
+		Short:         "nRF Cloud device provisioning for an nRF91 modem on a serial line",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetVersionTemplate("provisiond {{.Version}}\n")
+	root.AddCommand(
+		newVersionCmd(),
+		newDecodeCmd(),
+		newEncodeCmd(),
+		newSettingsCmd(),
+		newConfigCmd(),
+	)
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "provisiond %s\n", version)
+			return err
+		},
+	}
+}
+
+// execute runs the CLI and returns the process exit code; main is the only caller of os.Exit.
+func execute(ctx context.Context, args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil || errors.Is(err, context.Canceled) {
+		return 0
+	}
+	fmt.Fprintf(root.ErrOrStderr(), "provisiond: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := execute(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
