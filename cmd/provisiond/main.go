@@ -36,10 +36,6 @@ func newRootCmd() *cobra.Command {
 	root.SetVersionTemplate("provisiond {{.Version}}\n")
 	root.AddCommand(
 		newVersionCmd(),
-		newDecodeCmd(),
-		newEncodeCmd(),
-		newSettingsCmd(),
-		newConfigCmd(),
 	)
 	return root
 }
