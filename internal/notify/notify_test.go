@@ -1,0 +1,149 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// fakeSystemd listens where NOTIFY_SOCKET points, as the service manager does, and hands out
+// the datagrams it receives.
+func fakeSystemd(t *testing.T) <-chan string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NOTIFY_SOCKET", path)
+	msgs := make(chan string, 64)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(msgs)
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); wg.Wait() })
+	return msgs
+}
+
+func TestMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		call func(n *Notifier) error
+		want string // regexp of the whole datagram
+	}{
+		{name: "ready", call: (*Notifier).Ready, want: `READY=1`},
+		{name: "stopping", call: (*Notifier).Stopping, want: `STOPPING=1`},
+		{name: "reloading", call: (*Notifier).Reloading, want: `RELOADING=1\nMONOTONIC_USEC=[0-9]+`},
+		{name: "status", call: func(n *Notifier) error { return n.Status("idle; last: DONE") }, want: `STATUS=idle; last: DONE`},
+		{name: "status with line breaks", call: func(n *Notifier) error { return n.Status("a\nREADY=1\r\nb") }, want: `STATUS=a READY=1 b`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs := fakeSystemd(t)
+			if err := tt.call(&Notifier{}); err != nil {
+				t.Fatal(err)
+			}
+			got := <-msgs
+			if !regexp.MustCompile(`\A` + tt.want + `\z`).MatchString(got) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSilentOutsideSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	t.Setenv("WATCHDOG_USEC", "")
+	n := &Notifier{}
+	for name, f := range map[string]func() error{
+		"ready": n.Ready, "stopping": n.Stopping, "reloading": n.Reloading,
+		"status": func() error { return n.Status("x") },
+		// Without a watchdog the loop must return at once, not block until ctx ends.
+		"watchdog": func() error { return n.Watchdog(context.Background()) },
+	} {
+		if err := f(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestMissingSocketIsAnError(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "gone.sock"))
+	err := (&Notifier{}).Ready()
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("got %v, want an error wrapping ENOENT", err)
+	}
+}
+
+func TestWatchdogPings(t *testing.T) {
+	msgs := fakeSystemd(t)
+	t.Setenv("WATCHDOG_USEC", "2000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Notifier{}).Watchdog(ctx) }()
+	for i := 0; i < 3; i++ {
+		if got := <-msgs; got != "WATCHDOG=1" {
+			t.Fatalf("ping %d: got %q, want WATCHDOG=1", i, got)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Watchdog returned %v after cancel, want nil", err)
+	}
+}
+
+func TestWatchdogForAnotherProcess(t *testing.T) {
+	t.Setenv("WATCHDOG_USEC", "2000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()+1))
+	if d, err := WatchdogInterval(); d != 0 || err != nil {
+		t.Errorf("got %v, %v; want 0, nil", d, err)
+	}
+	if err := (&Notifier{}).Watchdog(context.Background()); err != nil {
+		t.Errorf("got %v, want nil", err)
+	}
+}
+
+func TestWatchdogBadValue(t *testing.T) {
+	t.Setenv("WATCHDOG_USEC", "soon")
+	if err := (&Notifier{}).Watchdog(context.Background()); err == nil {
+		t.Error("got nil error for WATCHDOG_USEC=soon")
+	}
+}
+
+func TestWatchdogReportsFailedPings(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "gone.sock"))
+	t.Setenv("WATCHDOG_USEC", "2000")
+	t.Setenv("WATCHDOG_PID", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 1)
+	n := &Notifier{OnError: func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}}
+	done := make(chan error, 1)
+	go func() { done <- n.Watchdog(ctx) }()
+	if err := <-errs; !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OnError got %v, want ENOENT", err)
+	}
+	cancel()
+	<-done
+}
