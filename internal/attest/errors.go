@@ -13,6 +13,8 @@ var (
 	ErrSignature = errors.New("signature does not verify")
 	// ErrDigest means the SHA-256 inside a KEYGEN COSE payload does not match the DER body.
 	ErrDigest = errors.New("digest mismatch")
+	// ErrKey means a key is missing or is not an ECDSA P-256 key.
+	ErrKey = errors.New("key is not an ecdsa p-256 key")
 )
 
 // FormatError says which part of an identity message is malformed and why.

@@ -5,8 +5,10 @@
 package attest
 
 import (
+	"crypto/ecdsa"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"strings"
 
 	"github.com/fxamacker/cbor/v2"
@@ -69,7 +71,7 @@ func ParseToken(token string) (Identity, error) {
 		return Identity{}, &FormatError{What: what, Part: "cose part", Err: err}
 	}
 	var m attestMsg
-	if err := decMode().Unmarshal(raw, &m); err != nil {
+	if err := decMode().Unmarshal(stripSelfDescribed(raw), &m); err != nil {
 		return Identity{}, &FormatError{What: what, Part: "attest part", Err: err}
 	}
 	var id Identity
@@ -83,6 +85,48 @@ func ParseToken(token string) (Identity, error) {
 			return Identity{}, &FormatError{What: what, Part: f.name + " (want 16 bytes)"}
 		}
 		copy(f.dst[:], f.src)
+	}
+	return id, nil
+}
+
+// BuildToken returns the attestation token "<attest>.<cose>" for id, signed by the device
+// identity key. The attestation message is wrapped in CBOR tag 55799 like the modem's, and
+// the COSE_Sign1 has a detached payload: its signature covers the attestation message bytes.
+func BuildToken(identity *ecdsa.PrivateKey, id Identity) (string, error) {
+	msg, err := cbor.Marshal(attestMsg{
+		MsgType:    id.MsgType,
+		DeviceUUID: id.DeviceUUID[:],
+		DeviceType: id.DeviceType,
+		FWUUID:     id.FWUUID[:],
+		Nonce:      id.Nonce[:],
+	})
+	if err != nil {
+		return "", fmt.Errorf("attest: encode attestation message: %w", err)
+	}
+	msg = wrapSelfDescribed(msg)
+	cose, err := SignCOSEDetached(identity, KidIdentityKey, msg)
+	if err != nil {
+		return "", err
+	}
+	return b64url(msg) + "." + b64url(cose), nil
+}
+
+// VerifyToken parses an attestation token and verifies its COSE signature against the
+// device identity public key.
+func VerifyToken(token string, identity *ecdsa.PublicKey) (Identity, error) {
+	id, err := ParseToken(token)
+	if err != nil {
+		return Identity{}, err
+	}
+	attestPart, cosePart, _ := strings.Cut(strings.TrimSpace(token), ".")
+	msg, _ := decodeB64URL(attestPart) // both parts decoded fine in ParseToken
+	raw, _ := decodeB64URL(cosePart)
+	s, err := ParseCOSE(raw)
+	if err != nil {
+		return Identity{}, fmt.Errorf("attest: attestation token: %w", err)
+	}
+	if err := s.Verify(identity, msg); err != nil {
+		return Identity{}, err
 	}
 	return id, nil
 }
