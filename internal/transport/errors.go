@@ -1,8 +1,15 @@
 package transport
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
 )
 
 // Outcomes of a fetch or upload. Transports wrap one of these (usually inside a *StatusError)
@@ -10,7 +17,8 @@ import (
 var (
 	// ErrNoCommands means the service has nothing queued (HTTP 204, CoAP 2.05 with an empty payload).
 	ErrNoCommands = errors.New("no commands")
-	// ErrNotClaimed means the service does not know the device as claimed (HTTP 401/403, CoAP 4.01).
+	// ErrNotClaimed means the service does not know the device as claimed (HTTP 401/403,
+	// CoAP 4.01/4.03; see the transports for why 403 counts, protocol.md §12.7).
 	ErrNotClaimed = errors.New("device not claimed")
 	// ErrBadRequest means the service rejected the request (HTTP 400, CoAP 4.00/4.06).
 	ErrBadRequest = errors.New("bad request")
@@ -28,6 +36,9 @@ var (
 	ErrTooLarge = errors.New("response larger than rxMaxSize")
 	// ErrShutdown means the connection closed before a status arrived.
 	ErrShutdown = errors.New("connection closed without a status")
+	// ErrConnect means no connection or (D)TLS session could be set up for a reason other than
+	// DNS, a timeout or an untrusted certificate: refused, unreachable, a TLS alert from the peer.
+	ErrConnect = errors.New("connection failed")
 )
 
 // StatusError is a protocol status that is not the success code of its step.
@@ -59,4 +70,55 @@ func (e *StatusError) Unwrap() error { return e.Kind }
 // (busy or timeout, protocol.md §4.7) instead of waiting a normal interval.
 func Backoff(err error) bool {
 	return errors.Is(err, ErrBusy) || errors.Is(err, ErrTimeout)
+}
+
+// Classify names the sentinel of a network-level failure (not a protocol status): ErrDNS,
+// ErrTimeout, ErrWrongRootCA, ErrConnect or ErrShutdown. It returns nil for errors it does not
+// recognise and for a cancelled context, which is the caller's decision and not a transport outcome.
+// Transports wrap both: fmt.Errorf("http fetch: %w: %w", kind, err).
+func Classify(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return ErrDNS
+	}
+	if isCertError(err) {
+		return ErrWrongRootCA
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return ErrTimeout
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return ErrTimeout
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+		return ErrShutdown
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) || errors.Is(err, syscall.ECONNREFUSED) {
+		return ErrConnect
+	}
+	var alertErr tls.AlertError
+	if errors.As(err, &alertErr) {
+		return ErrConnect
+	}
+	return nil
+}
+
+// isCertError reports whether err says the peer's certificate chain did not verify. Both
+// crypto/tls and pion/dtls surface the crypto/x509 error types.
+func isCertError(err error) bool {
+	var (
+		unknown   x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+		verifyErr *tls.CertificateVerificationError
+		sysRoots  x509.SystemRootsError
+	)
+	return errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &hostname) ||
+		errors.As(err, &verifyErr) || errors.As(err, &sysRoots)
 }

@@ -22,19 +22,48 @@ type FetchRequest struct {
 	JWT string
 }
 
-// UploadRequest carries one CBOR-encoded response batch.
+// Device-library defaults for the size fields of a FetchRequest (protocol.md §7, §9).
+const (
+	DefaultRxMaxSize = 1024 // NRF_PROVISIONING_RX_BUF_SZ
+	DefaultTxMaxSize = 2048 // NRF_PROVISIONING_TX_BUF_SZ
+	DefaultLimit     = 10   // NRF_PROVISIONING_CBOR_RECORDS
+)
+
+// WithDefaults returns r with every zero or negative size field set to the device default,
+// so that a transport never advertises rxMaxSize=0.
+func (r FetchRequest) WithDefaults() FetchRequest {
+	if r.RxMaxSize <= 0 {
+		r.RxMaxSize = DefaultRxMaxSize
+	}
+	if r.TxMaxSize <= 0 {
+		r.TxMaxSize = DefaultTxMaxSize
+	}
+	if r.Limit <= 0 {
+		r.Limit = DefaultLimit
+	}
+	return r
+}
+
+// UploadRequest carries one CoAP- or HTTP-ready response batch.
 type UploadRequest struct {
 	// JWT authenticates the request; it is a secret and never logged in full.
 	JWT string
 	// Body is the canonical CBOR response array.
 	Body []byte
+	// ModemVersion and ClientVersion are the mver/cver sent when CoAP has to authenticate
+	// before this upload (a pending outbox uploaded before any fetch, or a new JWT). Empty
+	// means "as on the last fetch of this session". HTTP does not use them.
+	ModemVersion, ClientVersion string
 }
 
 // Stats counts what an attempt cost on the wire. Transports keep running totals so that
 // benchmarks and status output can compare them with what the device library would spend.
 type Stats struct {
-	Handshakes    int   // full or resumed (D)TLS handshakes
-	Requests      int   // application requests sent (HTTP requests, CoAP exchanges)
-	BytesSent     int64 // bytes written to the network, including TLS/DTLS framing
-	BytesReceived int64 // bytes read from the network, including TLS/DTLS framing
+	Handshakes        int   // full or resumed (D)TLS handshakes
+	ResumedHandshakes int   // how many of Handshakes resumed a cached session
+	Requests          int   // application requests sent (HTTP requests, CoAP exchanges)
+	BytesSent         int64 // bytes written to the network, including TLS/DTLS framing
+	BytesReceived     int64 // bytes read from the network, including TLS/DTLS framing
+	DatagramsSent     int64 // CoAP only: UDP datagrams written (retransmissions and blocks included)
+	DatagramsReceived int64 // CoAP only: UDP datagrams read
 }
