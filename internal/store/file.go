@@ -1,0 +1,294 @@
+// Package store keeps provisiond's settings: string keys (Zephyr-style settings paths such as
+// "provisioning/interval-sec") mapped to string values, in one checksummed file that is
+// replaced atomically on every change. It is the host's stand-in for the device's settings
+// subsystem; the daemon also keeps its own state (the outbox, under "provisiond/") in it.
+//
+// File is the persistent store, Memory an in-memory one with the same semantics. Both are
+// safe for concurrent use by the goroutines of one process. Only one process may write a
+// settings file; others read it with Load.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// File is a settings store backed by one file. Every change rewrites the whole file
+// atomically (temp file in the same folder, fsync, rename, fsync of the folder), so a reader
+// or a restart after a crash sees either the old or the new content, never a mix.
+//
+// The in-memory state changes only after the file write succeeded: when a write fails
+// (ENOSPC, EROFS, EACCES, …) the error is returned wrapped, Get and All keep answering the
+// last stored content, and later writes try again. A File needs no closing.
+type File struct {
+	path string
+	lim  Limits
+
+	// fault, when set by tests, is called before each step of a write and its error is
+	// used as that step's failure; nil in production.
+	fault func(step string) error
+
+	wmu sync.Mutex // serialises writers and Reload; held across the file I/O
+
+	mu sync.RWMutex // guards m; held only to read or swap the map, never across I/O
+	m  map[string]string
+}
+
+// Open loads the settings file at path. A missing file, or an empty one (a placeholder made
+// by an installer), is an empty store; the file and its folder (mode 0700) are created by the
+// first write.
+//
+// A file that fails its integrity check is never replaced: Open renames it to
+// "<path>.corrupt-<UTC time>" and returns a *CorruptError (errors.Is ErrCorrupt) naming that
+// name. Whether to go on with an empty store is the caller's decision: a second Open then
+// finds no file. A file larger than lim.MaxFileSize is refused with an error wrapping ErrLimit
+// and left in place, since it may be intact and only the limit lowered. Key and value limits
+// apply to writes, not to loading: what is on disk was accepted when it was written.
+//
+// Open also removes temp files left in the folder by a writer that was killed mid-write.
+func Open(path string, lim Limits) (*File, error) {
+	lim = lim.withDefaults()
+	m, err := read(path, lim)
+	if err != nil {
+		return nil, quarantine(path, err)
+	}
+	removeStaleTemps(path)
+	return &File{path: path, lim: lim, m: m}, nil
+}
+
+// Load reads the settings file at path without changing anything on disk: no temp file
+// cleanup, and a corrupt file is reported (*CorruptError with an empty Aside) but left where it
+// is. It is for readers other than the daemon, such as `provisiond settings`, which may run
+// while the daemon writes; the atomic rename means they see a complete file.
+func Load(path string, lim Limits) (map[string]string, error) {
+	return read(path, lim.withDefaults())
+}
+
+// Path returns the settings file's path.
+func (f *File) Path() string { return f.path }
+
+// Get returns the value of key, or an error wrapping ErrNotFound.
+func (f *File) Get(key string) (string, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.m[key]
+	if !ok {
+		return "", fmt.Errorf("store: get %q: %w", truncKey(key), ErrNotFound)
+	}
+	return v, nil
+}
+
+// All returns a copy of every key and value.
+func (f *File) All() map[string]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return maps.Clone(f.m)
+}
+
+// Set stores value under key. Writing the value a key already has does not touch the file.
+func (f *File) Set(key, value string) error {
+	return f.Apply([]Change{{Key: key, Value: value}})
+}
+
+// Delete removes key; deleting a missing key is not an error and does not touch the file.
+func (f *File) Delete(key string) error {
+	return f.Apply([]Change{{Key: key, Delete: true}})
+}
+
+// Apply makes all changes, in order, with one atomic file write, or none of them: an invalid
+// change, a limit or a write error leaves both the file and the in-memory state as they were.
+func (f *File) Apply(changes []Change) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	// Only writers replace f.m and wmu is held, so reading it here without mu is safe.
+	next, data, changed, err := apply(f.m, changes, f.lim)
+	if err != nil || !changed {
+		return err
+	}
+	if err := f.write(data); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.m = next
+	f.mu.Unlock()
+	return nil
+}
+
+// Reload reads the file again, e.g. after a failed write left the caller unsure of what is
+// on disk. On error the in-memory state is kept; a corrupt file is moved aside as in Open, and
+// the next successful write recreates the file from the in-memory state.
+func (f *File) Reload() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	m, err := read(f.path, f.lim)
+	if err != nil {
+		return quarantine(f.path, err)
+	}
+	f.mu.Lock()
+	f.m = m
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *File) step(name string) error {
+	if f.fault == nil {
+		return nil
+	}
+	return f.fault(name)
+}
+
+// write replaces the file with data atomically. On any error the temp file is removed.
+func (f *File) write(data []byte) (err error) {
+	dir := filepath.Dir(f.path)
+	if err := f.step("mkdir"); err != nil {
+		return fmt.Errorf("store: create folder %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store: create folder: %w", err)
+	}
+	if err := f.step("create"); err != nil {
+		return fmt.Errorf("store: create temp file in %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix(f.path)+"*")
+	if err != nil {
+		return fmt.Errorf("store: create temp file: %w", err)
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"write", func() error { _, err := tmp.Write(data); return err }},
+		{"sync", tmp.Sync},
+		{"chmod", func() error { return tmp.Chmod(0o600) }},
+		{"close", tmp.Close},
+		{"rename", func() error { return os.Rename(tmp.Name(), f.path) }},
+	}
+	for _, s := range steps {
+		if err := f.step(s.name); err != nil {
+			return fmt.Errorf("store: %s %s: %w", s.name, tmp.Name(), err)
+		}
+		if err := s.do(); err != nil {
+			return fmt.Errorf("store: %s %s: %w", s.name, f.path, err)
+		}
+	}
+	renamed = true
+	if err := f.step("syncdir"); err != nil {
+		return fmt.Errorf("store: sync folder %s: %w", dir, err)
+	}
+	return syncDir(dir)
+}
+
+// tempPrefix names temp files so that removeStaleTemps finds exactly ours.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("store: sync folder: %w", err)
+	}
+	defer d.Close()
+	// Some filesystems cannot sync a directory and say EINVAL; the rename is then as
+	// durable as that filesystem makes it, which is all we can get.
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("store: sync folder: %w", err)
+	}
+	return nil
+}
+
+// read loads and verifies the file. A missing or empty file is an empty store.
+func read(path string, lim Limits) (map[string]string, error) {
+	fh, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	defer fh.Close()
+	// Read one byte past the limit so an oversized file is seen without reading all of it.
+	data, err := io.ReadAll(io.LimitReader(fh, int64(lim.MaxFileSize)+1))
+	if err != nil {
+		return nil, fmt.Errorf("store: read %s: %w", path, err)
+	}
+	if len(data) > lim.MaxFileSize {
+		return nil, fmt.Errorf("store: open %s: file is larger than the limit of %d bytes: %w", path, lim.MaxFileSize, ErrLimit)
+	}
+	if len(data) == 0 {
+		return map[string]string{}, nil
+	}
+	m, reason := decode(data)
+	if reason != "" {
+		return nil, &CorruptError{Path: path, Reason: reason}
+	}
+	return m, nil
+}
+
+// quarantine moves a corrupt file aside and names the new place in the error; other errors
+// pass through.
+func quarantine(path string, err error) error {
+	var ce *CorruptError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	aside, merr := moveAside(path)
+	if merr != nil {
+		return fmt.Errorf("%w (and it could not be moved aside: %w)", ce, merr)
+	}
+	ce.Aside = aside
+	return ce
+}
+
+// moveAside renames path to path.corrupt-<UTC time>, adding -2, -3, … when a file of that
+// name exists, so an earlier corrupt copy is never overwritten.
+func moveAside(path string) (string, error) {
+	base := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
+	for i := 1; i < 1000; i++ {
+		name := base
+		if i > 1 {
+			name += "-" + strconv.Itoa(i)
+		}
+		if _, err := os.Lstat(name); err == nil {
+			continue
+		}
+		if err := os.Rename(path, name); err != nil {
+			return "", err
+		}
+		return name, syncDir(filepath.Dir(path))
+	}
+	return "", fmt.Errorf("store: too many corrupt copies of %s", path)
+}
+
+// removeStaleTemps deletes temp files a killed writer left behind. Only one process writes
+// a settings file, so every such file is dead. Failures are ignored: a stale temp file costs
+// disk space, not correctness.
+func removeStaleTemps(path string) {
+	dir := filepath.Dir(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := tempPrefix(path)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}

@@ -1,0 +1,483 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/v1.settings from the encoder")
+
+// golden is the content of testdata/v1.settings, which pins the file format.
+var golden = map[string]string{
+	"provisioning/interval-sec":         "3600",
+	"provisioning/after-correlation-id": "1700000000123-4",
+	"provisiond/outbox":                 "{\"cursor\":\"x\",\"responses\":\"a1b2\"}",
+	"server/key with spaces & <html> ✓": "multi\nline\tvalue",
+}
+
+func TestGoldenFormat(t *testing.T) {
+	path := filepath.Join("testdata", "v1.settings")
+	if *update {
+		if err := os.WriteFile(path, encode(golden), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := encode(golden); !bytes.Equal(got, data) {
+		t.Fatalf("encoder output differs from %s (format drift; -update if intended):\n%s", path, got)
+	}
+	got, err := Load(path, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, golden) {
+		t.Fatalf("Load = %q, want %q", got, golden)
+	}
+	if !bytes.HasPrefix(data, []byte("provisiond-settings 1 ")) {
+		t.Fatalf("header is %q", data[:40])
+	}
+}
+
+func writeFile(t *testing.T, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "settings")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCorruptFiles(t *testing.T) {
+	valid := encode(map[string]string{"provisioning/interval-sec": "60", "a": "b"})
+	nl := bytes.IndexByte(valid, '\n')
+	flip := func(i int) []byte { b := bytes.Clone(valid); b[i] ^= 0x01; return b }
+	tests := []struct {
+		name   string
+		data   []byte
+		reason string // substring of CorruptError.Reason
+	}{
+		{"truncated body", valid[:len(valid)-1], "truncated"},
+		{"truncated to header", valid[:nl+1], "truncated"},
+		{"truncated inside header", valid[:nl-3], "no header line"},
+		{"appended byte", append(bytes.Clone(valid), 'x'), "extended"},
+		{"flipped body byte", flip(nl + 5), "checksum mismatch"},
+		{"flipped checksum digit", flip(nl - 1), "checksum"},
+		{"upper-case checksum", bytes.Replace(valid, valid[nl-64:nl], bytes.ToUpper(valid[nl-64:nl]), 1), "bad checksum"},
+		{"flipped length digit", flip(len(magic) + 3), "header"},
+		{"garbage", []byte("\x00\x01\x02 not a settings file\n{}"), "not a provisiond settings file"},
+		{"zeros", make([]byte, 4096), "no header line"},
+		{"future version", bytes.Replace(valid, []byte(magic+" 1 "), []byte(magic+" 2 "), 1), "version"},
+		{"plain JSON", []byte("{\"a\":\"b\"}\n"), "not a provisiond settings file"},
+		{"valid checksum, not canonical", withHeader([]byte("{\"b\":\"1\",\"a\":\"2\"}\n")), "canonical"},
+		{"valid checksum, duplicate key", withHeader([]byte("{\n  \"a\": \"1\",\n  \"a\": \"1\"\n}\n")), "canonical"},
+		{"valid checksum, number value", withHeader([]byte("{\n  \"a\": 1\n}\n")), "JSON object of strings"},
+		{"valid checksum, null body", withHeader([]byte("null\n")), "JSON object of strings"},
+		{"valid checksum, invalid UTF-8", withHeader([]byte("{\n  \"a\": \"\xff\"\n}\n")), "UTF-8"},
+		{"valid checksum, empty key", withHeader([]byte("{\n  \"\": \"x\"\n}\n")), "bad key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, tc.data)
+
+			// Load reports and leaves the file alone.
+			_, err := Load(path, Limits{})
+			var ce *CorruptError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Load: got %v, want *CorruptError", err)
+			}
+			if !strings.Contains(ce.Reason, tc.reason) || ce.Aside != "" {
+				t.Fatalf("Load: got reason %q aside %q, want reason containing %q and no aside", ce.Reason, ce.Aside, tc.reason)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, tc.data) {
+				t.Fatal("Load changed the file")
+			}
+
+			// Open moves it aside, keeps its bytes, and names the new place.
+			f, err := Open(path, Limits{})
+			if !errors.As(err, &ce) || f != nil {
+				t.Fatalf("Open: got %v, %v; want nil, *CorruptError", f, err)
+			}
+			if !strings.HasPrefix(ce.Aside, path+".corrupt-") || !strings.Contains(err.Error(), ce.Aside) {
+				t.Fatalf("Open: aside %q, error %q", ce.Aside, err)
+			}
+			if got, err := os.ReadFile(ce.Aside); err != nil || !bytes.Equal(got, tc.data) {
+				t.Fatalf("aside copy: %v, content changed: %v", err, !bytes.Equal(got, tc.data))
+			}
+			if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("corrupt file still at %s: %v", path, err)
+			}
+			// The caller may now choose to go on with an empty store.
+			f, err = Open(path, Limits{})
+			if err != nil || len(f.All()) != 0 {
+				t.Fatalf("second Open: %v, %v", f, err)
+			}
+		})
+	}
+}
+
+// withHeader puts a correct header over an arbitrary body, to reach the checks behind the
+// checksum.
+func withHeader(body []byte) []byte {
+	return append(fmt.Appendf(nil, "%s 1 %d %x\n", magic, len(body), sha256.Sum256(body)), body...)
+}
+
+func TestEveryBitFlipDetected(t *testing.T) {
+	valid := encode(map[string]string{"provisioning/interval-sec": "60"})
+	for i := range valid {
+		for bit := range 8 {
+			b := bytes.Clone(valid)
+			b[i] ^= 1 << bit
+			if m, reason := decode(b); reason == "" {
+				t.Fatalf("flip of bit %d of byte %d not detected: decoded %q", bit, i, m)
+			}
+		}
+	}
+}
+
+func TestEveryTruncationDetected(t *testing.T) {
+	valid := encode(map[string]string{"provisioning/interval-sec": "60", "b": "c"})
+	for n := 1; n < len(valid); n++ {
+		if m, reason := decode(valid[:n]); reason == "" {
+			t.Fatalf("truncation to %d bytes not detected: decoded %q", n, m)
+		}
+	}
+}
+
+func TestCorruptAsideNeverOverwritten(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "settings")
+	var asides []string
+	for i := range 3 {
+		if err := os.WriteFile(path, []byte{'x', byte('0' + i)}, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(path, Limits{})
+		var ce *CorruptError
+		if !errors.As(err, &ce) {
+			t.Fatalf("got %v", err)
+		}
+		asides = append(asides, ce.Aside)
+	}
+	for i, a := range asides {
+		got, err := os.ReadFile(a)
+		if err != nil || string(got) != string([]byte{'x', byte('0' + i)}) {
+			t.Fatalf("aside %d (%s): %q, %v", i, a, got, err)
+		}
+	}
+}
+
+func TestMissingAndEmptyFile(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, path string)
+	}{
+		{"missing", func(*testing.T, string) {}},
+		{"missing folder", func(*testing.T, string) {}},
+		// An installer's placeholder; our writer never produces an empty file (an empty store
+		// is a header and "{}"), so an empty file cannot be a torn write of ours.
+		{"empty", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "settings")
+			if tc.name == "missing folder" {
+				path = filepath.Join(t.TempDir(), "a", "b", "settings")
+			}
+			tc.setup(t, path)
+			m, err := Load(path, Limits{})
+			if err != nil || len(m) != 0 {
+				t.Fatalf("Load = %q, %v; want empty", m, err)
+			}
+			f, err := Open(path, Limits{})
+			if err != nil || len(f.All()) != 0 {
+				t.Fatalf("Open = %v; want empty store", err)
+			}
+			if err := f.Set("k", "v"); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := Load(path, Limits{}); err != nil || m["k"] != "v" {
+				t.Fatalf("after Set: Load = %q, %v", m, err)
+			}
+		})
+	}
+}
+
+func TestOversizedFileRefusedNotMoved(t *testing.T) {
+	big := encode(map[string]string{"a": strings.Repeat("x", 300)})
+	path := writeFile(t, big)
+	for _, open := range []func() error{
+		func() error { _, err := Load(path, Limits{MaxFileSize: 100}); return err },
+		func() error { _, err := Open(path, Limits{MaxFileSize: 100}); return err },
+	} {
+		if err := open(); !errors.Is(err, ErrLimit) || errors.Is(err, ErrCorrupt) {
+			t.Fatalf("got %v, want ErrLimit", err)
+		}
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, big) {
+		t.Fatal("oversized file was changed or moved")
+	}
+	// Loading applies only the size cap: content over key limits is still read.
+	f, err := Open(path, Limits{MaxValueLen: 10})
+	if err != nil || len(f.All()["a"]) != 300 {
+		t.Fatalf("Open with small value limit: %v", err)
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "var", "lib", "provisiond")
+	path := filepath.Join(dir, "settings")
+	f, err := Open(path, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Open created the folder: %v", err)
+	}
+	if err := f.Set("a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		want fs.FileMode
+	}{{dir, 0o700 | fs.ModeDir}, {filepath.Dir(dir), 0o700 | fs.ModeDir}, {path, 0o600}} {
+		st, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != c.want {
+			t.Errorf("%s: mode %v, want %v", c.path, st.Mode(), c.want)
+		}
+	}
+	// A file an operator widened is narrowed again by the next write.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("a", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Mode() != 0o600 {
+		t.Errorf("after rewrite: mode %v, want 0600", st.Mode())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("folder holds %d entries, want only the settings file", len(entries))
+	}
+}
+
+func TestReadOnlyFolder(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores folder permissions; TestWriteFaults covers EACCES by injection")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "settings")
+	f, err := Open(path, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
+	err = f.Set("a", "2")
+	if !errors.Is(err, fs.ErrPermission) || !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("got %v, want EACCES", err)
+	}
+	if v, _ := f.Get("a"); v != "1" {
+		t.Fatalf("Get after failed write = %q, want 1", v)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("a", "2"); err != nil {
+		t.Fatalf("write after the folder became writable: %v", err)
+	}
+}
+
+func TestWriteFaults(t *testing.T) {
+	errnos := []syscall.Errno{syscall.ENOSPC, syscall.EROFS, syscall.EACCES, syscall.EIO}
+	steps := []string{"mkdir", "create", "write", "sync", "chmod", "close", "rename", "syncdir"}
+	for _, errno := range errnos {
+		for _, step := range steps {
+			t.Run(errno.Error()+"/"+step, func(t *testing.T) {
+				dir := t.TempDir()
+				path := filepath.Join(dir, "settings")
+				f, err := Open(path, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := f.Set("a", "1"); err != nil {
+					t.Fatal(err)
+				}
+				f.fault = func(s string) error {
+					if s == step {
+						return &fs.PathError{Op: s, Path: path, Err: errno}
+					}
+					return nil
+				}
+				err = f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}})
+				if !errors.Is(err, errno) {
+					t.Fatalf("got %v, want %v", err, errno)
+				}
+				if !strings.HasPrefix(err.Error(), "store: ") {
+					t.Errorf("error %q lacks the op prefix", err)
+				}
+				want := map[string]string{"a": "1"}
+				if got := f.All(); !maps.Equal(got, want) {
+					t.Fatalf("in-memory state after failed write = %q, want %q", got, want)
+				}
+				entries, _ := os.ReadDir(dir)
+				for _, e := range entries {
+					if e.Name() != "settings" {
+						t.Errorf("left behind %s", e.Name())
+					}
+				}
+				// On disk: old content, or new content only when the rename itself went through.
+				onDisk, err := Load(path, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if step != "syncdir" && !maps.Equal(onDisk, want) {
+					t.Fatalf("file = %q, want old content %q", onDisk, want)
+				}
+				// The fault clears (space freed, remounted rw): the same store writes again.
+				f.fault = nil
+				if err := f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}}); err != nil {
+					t.Fatal(err)
+				}
+				want = map[string]string{"a": "2", "b": "3"}
+				if onDisk, err := Load(path, Limits{}); err != nil || !maps.Equal(onDisk, want) {
+					t.Fatalf("after recovery: %q, %v", onDisk, err)
+				}
+			})
+		}
+	}
+}
+
+func TestUnchangedWriteSkipped(t *testing.T) {
+	f, err := Open(filepath.Join(t.TempDir(), "settings"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	f.fault = func(step string) error { return &fs.PathError{Op: step, Err: syscall.EROFS} }
+	for _, c := range [][]Change{
+		{{Key: "a", Value: "1"}},
+		{{Key: "missing", Delete: true}},
+		{{Key: "a", Value: "2"}, {Key: "a", Value: "1"}},
+		nil,
+	} {
+		if err := f.Apply(c); err != nil {
+			t.Fatalf("Apply(%v) wrote the file: %v", c, err)
+		}
+	}
+}
+
+func TestStaleTempFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "settings")
+	stale := filepath.Join(dir, tempPrefix(path)+"123")
+	other := filepath.Join(dir, "unrelated")
+	for _, p := range []string{stale, other} {
+		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Load(path, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatal("Load removed a temp file; it must not change anything")
+	}
+	if _, err := Open(path, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale temp file still there: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("unrelated file removed: %v", err)
+	}
+}
+
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "settings")
+	f, err := Open(path, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	// Another writer (an operator restoring a backup) replaces the file.
+	if err := os.WriteFile(path, encode(map[string]string{"b": "2"}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.All(); !maps.Equal(got, map[string]string{"b": "2"}) {
+		t.Fatalf("after Reload: %q", got)
+	}
+	// A corrupt file on Reload: moved aside, memory kept, next write restores the file.
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = f.Reload()
+	var ce *CorruptError
+	if !errors.As(err, &ce) || ce.Aside == "" {
+		t.Fatalf("Reload of corrupt file: %v", err)
+	}
+	if got := f.All(); !maps.Equal(got, map[string]string{"b": "2"}) {
+		t.Fatalf("memory after failed Reload: %q", got)
+	}
+	if err := f.Set("c", "3"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := Load(path, Limits{}); err != nil || !maps.Equal(m, map[string]string{"b": "2", "c": "3"}) {
+		t.Fatalf("file after write: %q, %v", m, err)
+	}
+}
+
+func TestErrorMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"corrupt in place", &CorruptError{Path: "/s", Reason: "checksum mismatch"}, "store: /s is corrupt: checksum mismatch"},
+		{"corrupt aside", &CorruptError{Path: "/s", Aside: "/s.corrupt-1", Reason: "r"}, "store: /s is corrupt: r; kept as /s.corrupt-1"},
+		{"store limit", &LimitError{What: "keys", Limit: 256, Got: 257}, "store: keys 257 exceeds the limit of 256"},
+		{"key limit", &LimitError{Key: strings.Repeat("k", 100), What: "key length", Limit: 255, Got: 300},
+			"store: key \"" + strings.Repeat("k", 64) + "…\": key length 300 exceeds the limit of 255"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
