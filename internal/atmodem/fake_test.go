@@ -1,0 +1,158 @@
+package atmodem
+
+import (
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// item is one thing the fake modem sends: bytes, or a read error, after an optional pause.
+type item struct {
+	data  string
+	err   error
+	delay time.Duration
+}
+
+// say is the modem's answer as one chunk.
+func say(s string) []item { return []item{{data: s}} }
+
+// fakePort is a scripted modem: a write that completes a key of script is answered with
+// its items. Knobs: echo the command, split answers into 1-byte reads, accept at most
+// maxWrite bytes per Write, fail writes. Unknown complete commands are answered "ERROR".
+type fakePort struct {
+	mu       sync.Mutex
+	script   map[string][]item
+	handler  func(cmd string) []item // if set, used before script
+	term     string                  // command terminator the fake expects, default "\r\n"
+	echo     bool
+	oneByte  bool
+	maxWrite int
+	writeErr error
+	acc      []byte
+	written  []string
+	unknown  []string
+
+	out       chan item
+	closed    chan struct{}
+	closeOnce sync.Once
+	pending   []byte // only touched by the single reader
+}
+
+func newFake(script map[string][]item) *fakePort {
+	return &fakePort{
+		script: script,
+		term:   "\r\n",
+		out:    make(chan item, 4096),
+		closed: make(chan struct{}),
+	}
+}
+
+func (f *fakePort) Read(p []byte) (int, error) {
+	for len(f.pending) == 0 {
+		select {
+		case it := <-f.out:
+			if it.delay > 0 {
+				time.Sleep(it.delay)
+			}
+			if it.err != nil {
+				return 0, it.err
+			}
+			f.pending = []byte(it.data)
+		case <-f.closed:
+			return 0, os.ErrClosed
+		}
+	}
+	n := copy(p, f.pending)
+	f.pending = f.pending[n:]
+	return n, nil
+}
+
+func (f *fakePort) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.closed:
+		return 0, os.ErrClosed
+	default:
+	}
+	if f.writeErr != nil {
+		return 0, f.writeErr
+	}
+	n := len(p)
+	if f.maxWrite > 0 && n > f.maxWrite {
+		n = f.maxWrite
+	}
+	f.acc = append(f.acc, p[:n]...)
+	cmd := string(f.acc)
+	var reply []item
+	var ok bool
+	if f.handler != nil {
+		reply = f.handler(cmd)
+		ok = reply != nil
+	}
+	if !ok {
+		reply, ok = f.script[cmd]
+	}
+	if !ok && strings.HasSuffix(cmd, f.term) && strings.Count(cmd, `"`)%2 == 0 {
+		f.unknown = append(f.unknown, cmd)
+		reply, ok = say("ERROR\r\n"), true
+	}
+	if ok {
+		f.acc = nil
+		f.written = append(f.written, cmd)
+		if f.echo {
+			f.send(item{data: cmd})
+		}
+		for _, it := range reply {
+			f.send(it)
+		}
+	}
+	return n, nil
+}
+
+// send queues it, split into single bytes with the oneByte knob.
+func (f *fakePort) send(it item) {
+	if !f.oneByte || len(it.data) <= 1 {
+		f.out <- it
+		return
+	}
+	for i := 0; i < len(it.data); i++ {
+		b := item{data: it.data[i : i+1]}
+		if i == 0 {
+			b.delay = it.delay
+		}
+		f.out <- b
+	}
+}
+
+// inject sends unsolicited bytes (or an error) as if the modem sent them on its own.
+func (f *fakePort) inject(items ...item) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, it := range items {
+		f.send(it)
+	}
+}
+
+func (f *fakePort) Close() error {
+	f.closeOnce.Do(func() { close(f.closed) })
+	return nil
+}
+
+func (f *fakePort) commands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.written...)
+}
+
+// waitFor polls cond until it holds; a test that never gets there fails by its own -timeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for start := time.Now(); !cond(); time.Sleep(time.Millisecond) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("waited 30s for %s", what)
+		}
+	}
+}

@@ -1,0 +1,282 @@
+package atmodem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// phase is where the loop is with the current request.
+type phase int
+
+const (
+	phaseIdle       phase = iota // no request
+	phaseWaitWriter              // an earlier (timed-out) write is still in progress
+	phaseProbe                   // resynchronising after a timeout (see the package doc)
+	phaseCommand                 // the request's command is written and being answered
+)
+
+// probes are the harmless reads used to resynchronise after a timeout. Each has a distinct
+// information line, so a late answer to one is never taken for another's.
+var probes = []struct{ cmd, answer string }{
+	{"AT+CMEE?", "+CMEE:"},
+	{"AT+CFUN?", "+CFUN:"},
+	{"AT+CGSN=1", "+CGSN:"},
+}
+
+// exchange is the command or probe on the wire.
+type exchange struct {
+	answer   string   // answer prefix: lines with it are never URCs
+	echo     []string // echo lines still expected
+	echoDone bool     // a non-echo line arrived: no more echo
+	lines    []string
+	overlong bool // a line of this response was discarded
+}
+
+func newExchange(cmd string) exchange {
+	echo := echoLines(cmd)
+	return exchange{answer: answerPrefix(cmd), echo: echo, echoDone: len(echo) == 0}
+}
+
+// loopState is the conversation state. Only accessed from the loop goroutine.
+type loopState struct {
+	cur      *request
+	phase    phase
+	timer    *time.Timer
+	timeout  time.Duration // the default timeout that applied to cur
+	ctxBound bool          // cur's ctx deadline comes before the default timeout
+	ex       exchange
+	writing  bool // the writer has a write in progress
+	lostErr  error
+	timeouts int // consecutive timeouts
+
+	unanswered   int    // timed-out commands and probes on the wire whose answer may still come
+	staleAnswer  string // answer prefix of the last timed-out command
+	lastProbe    int    // index of the last probe that went unanswered, -1 if none
+	probe        int    // index of the running probe
+	probeSawInfo bool   // the running probe's information line arrived
+}
+
+// loop owns the conversation until Close or a lost port.
+func (c *Client) loop() {
+	var why error
+	for why == nil {
+		var (
+			reqs    chan *request
+			timerC  <-chan time.Time
+			ctxDone <-chan struct{}
+		)
+		if c.cur == nil {
+			reqs = c.reqs
+		} else {
+			timerC, ctxDone = c.timer.C, c.cur.ctx.Done()
+		}
+		select {
+		case req := <-reqs:
+			c.begin(req)
+		case ev := <-c.events:
+			switch {
+			case ev.err != nil:
+				why = fmt.Errorf("%w: %w", ErrPortLost, ev.err)
+			case ev.overlong:
+				if c.phase == phaseCommand {
+					c.ex.overlong = true
+				}
+			default:
+				c.onLine(ev.line)
+			}
+		case err := <-c.writeDone:
+			c.writing = false
+			if err != nil {
+				why = fmt.Errorf("%w: write: %w", ErrPortLost, err)
+			} else if c.phase == phaseWaitWriter {
+				c.advance()
+			}
+		case <-timerC:
+			c.expire(nil)
+		case <-ctxDone:
+			c.expire(c.cur.ctx.Err())
+		case <-c.quit:
+			why = ErrClosed
+		}
+		if why == nil {
+			why = c.lostErr
+		}
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	cur := c.cur
+	c.cur = nil
+	c.stop(why)
+	if cur != nil {
+		cur.res <- result{err: fmt.Errorf("atmodem: %s: %w", cur.name, why)}
+	}
+}
+
+func (c *Client) begin(req *request) {
+	if err := req.ctx.Err(); err != nil {
+		req.res <- result{err: fmt.Errorf("atmodem: %s: %w", req.name, err)}
+		return
+	}
+	c.cur = req
+	c.timeout = c.cfg.CommandTimeout
+	if req.long {
+		c.timeout = c.cfg.LongTimeout
+	}
+	wait := c.timeout
+	dl, ok := req.ctx.Deadline()
+	c.ctxBound = ok && time.Until(dl) < wait
+	if c.ctxBound {
+		wait = time.Until(dl)
+	}
+	c.timer = time.NewTimer(wait)
+	c.advance()
+}
+
+// advance starts the next step of the current request: wait for the writer, probe, or send.
+func (c *Client) advance() {
+	switch {
+	case c.writing:
+		c.phase = phaseWaitWriter
+	case c.unanswered > 0:
+		c.probe = 0
+		for i, p := range probes {
+			if i != c.lastProbe && p.answer != c.staleAnswer {
+				c.probe = i
+				break
+			}
+		}
+		c.phase = phaseProbe
+		c.probeSawInfo = false
+		c.ex = newExchange(probes[c.probe].cmd)
+		c.write([]byte(probes[c.probe].cmd + c.terminator))
+	default:
+		c.phase = phaseCommand
+		c.ex = newExchange(c.cur.cmd)
+		c.write(c.cur.wire)
+	}
+}
+
+func (c *Client) write(b []byte) {
+	c.writing = true
+	c.writes <- b // never blocks: the writer is idle whenever writing was false
+}
+
+// onLine sorts one received line into echo, URC, response text, final result or stale.
+func (c *Client) onLine(line string) {
+	if isBanner(line) {
+		return
+	}
+	fk := classifyFinal(line)
+	if c.phase != phaseProbe && c.phase != phaseCommand {
+		switch {
+		case fk != notFinal:
+			// A final result with nothing on the wire: the late answer of a timed-out
+			// command (which ends the stale state), or noise.
+			c.stats.stale.Add(1)
+			if c.unanswered > 0 {
+				if c.unanswered--; c.unanswered == 0 {
+					c.synced()
+				}
+			}
+		case isURC(line, ""):
+			c.deliverURC(line)
+		case c.unanswered > 0:
+			c.stats.stale.Add(1)
+		default:
+			c.deliverURC(line) // anything unsolicited with no command pending
+		}
+		return
+	}
+	ex := &c.ex
+	if !ex.echoDone && line == ex.echo[0] {
+		if ex.echo = ex.echo[1:]; len(ex.echo) == 0 {
+			ex.echoDone = true
+		}
+		return
+	}
+	if fk == notFinal && isURC(line, ex.answer) {
+		c.deliverURC(line)
+		return
+	}
+	ex.echoDone = true
+	if c.phase == phaseProbe {
+		switch {
+		case fk == notFinal && strings.HasPrefix(line, probes[c.probe].answer):
+			c.probeSawInfo = true
+		case fk != notFinal && c.probeSawInfo:
+			c.synced()
+			c.advance()
+		default:
+			c.stats.stale.Add(1)
+		}
+		return
+	}
+	if fk == notFinal {
+		ex.lines = append(ex.lines, line)
+		return
+	}
+	resp := buildResponse(ex.lines, line)
+	err := errorForFinal(fk, line)
+	if err == nil && ex.overlong {
+		err = ErrLineTooLong
+	}
+	if err != nil {
+		err = fmt.Errorf("atmodem: %s: %w", c.cur.name, err)
+	}
+	c.timeouts = 0
+	c.finish(resp, err)
+}
+
+// synced ends the stale state: the modem has answered everything that was sent.
+func (c *Client) synced() {
+	c.unanswered = 0
+	c.staleAnswer = ""
+	c.lastProbe = -1
+	c.timeouts = 0
+}
+
+func (c *Client) finish(resp Response, err error) {
+	c.timer.Stop()
+	c.cur.res <- result{resp: resp, err: err}
+	c.cur = nil
+	c.phase = phaseIdle
+}
+
+// expire ends the current request on its deadline (ctxErr nil or DeadlineExceeded) or on
+// cancellation of its context.
+func (c *Client) expire(ctxErr error) {
+	name := c.cur.name
+	if ctxErr == nil && c.ctxBound {
+		ctxErr = context.DeadlineExceeded // the timer stood in for ctx's deadline
+	}
+	timedOut := ctxErr == nil || errors.Is(ctxErr, context.DeadlineExceeded)
+	var err error
+	switch {
+	case !timedOut:
+		err = fmt.Errorf("atmodem: %s: %w", name, ctxErr)
+	case ctxErr != nil:
+		err = fmt.Errorf("atmodem: %s: %w (%w)", name, ErrTimeout, ctxErr)
+	default:
+		err = fmt.Errorf("atmodem: %s: %w after %s", name, ErrTimeout, c.timeout)
+	}
+	switch c.phase {
+	case phaseCommand:
+		c.unanswered++
+		c.staleAnswer = c.ex.answer
+	case phaseProbe:
+		c.unanswered++
+		c.lastProbe = c.probe
+	}
+	if timedOut {
+		c.stats.timeouts.Add(1)
+		if c.timeouts++; c.timeouts >= c.cfg.MaxTimeouts {
+			c.lostErr = fmt.Errorf("%w: %d commands in a row got no answer", ErrPortLost, c.timeouts)
+			err = fmt.Errorf("%w; %w", err, c.lostErr)
+		}
+	}
+	c.finish(Response{}, err)
+}
