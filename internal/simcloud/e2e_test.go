@@ -1,0 +1,93 @@
+package simcloud
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+)
+
+// TestFullJobEndToEnd claims a device through the owner API, queues a client-certificate job
+// and FINISHED, and lets a device carry the job out over each transport.
+func TestFullJobEndToEnd(t *testing.T) {
+	for _, transport := range []string{TransportHTTP, TransportCoAP} {
+		t.Run(transport, func(t *testing.T) {
+			s := startServer(t, Config{APIKey: "k"})
+			d := newTestDevice(t)
+			c := httpClient(t, s)
+			pubPEM := mustPublicPEM(t, d)
+			if st := owner(t, s, c, "PUT", "/v1/sim/devices/"+strings.ToUpper(d.uuid), "k", pubPEM, nil); st != http.StatusCreated {
+				t.Fatalf("register: %d", st)
+			}
+			var dev Device
+			if st := owner(t, s, c, "POST", "/v1/claimed-devices", "k", map[string]any{"claimToken": d.token(t)}, &dev); st != http.StatusCreated {
+				t.Fatalf("claim: %d", st)
+			}
+			if dev.ID != d.uuid || !dev.Claimed || dev.DeviceType != "nrf9161" {
+				t.Fatalf("claimed device = %+v", dev)
+			}
+			var certJob, finJob struct{ ID string }
+			if st := owner(t, s, c, "POST", "/v1/claimed-devices/"+d.uuid+"/provisioning", "k",
+				map[string]any{"description": "cert", "request": map[string]any{"clientCertificate": map[string]any{"secTag": 42}}}, &certJob); st != http.StatusCreated {
+				t.Fatalf("queue cert: %d", st)
+			}
+			if st := owner(t, s, c, "POST", "/v1/claimed-devices/"+d.uuid+"/provisioning", "k",
+				map[string]any{"request": map[string]any{"finished": map[string]any{}}}, &finJob); st != http.StatusCreated {
+				t.Fatalf("queue finished: %d", st)
+			}
+
+			m := newFakeModem(d)
+			var rounds int
+			if transport == TransportHTTP {
+				rounds = runHTTP(t, newHTTPDevice(t, s, d), m)
+			} else {
+				rounds = runCoAP(t, newCoAPDevice(t, s, d, blockwise.SZX256), m)
+			}
+			// Batch 1 ends at the %KEYGEN; batch 2 has the certificate write and FINISHED.
+			if rounds != 2 {
+				t.Errorf("rounds = %d, want 2", rounds)
+			}
+			key, cert := m.keys[42], m.certs[42]
+			if key == nil || cert == "" {
+				t.Fatalf("modem has key %v, cert %q", key != nil, cert)
+			}
+			verifyClientCert(t, s, cert, &key.PublicKey)
+
+			var job Job
+			if st := owner(t, s, c, "GET", "/v1/claimed-devices/"+d.uuid+"/provisioning/"+certJob.ID, "k", nil, &job); st != http.StatusOK {
+				t.Fatalf("get job: %d", st)
+			}
+			if job.Status != StatusSucceeded || job.Response == nil || job.Response.Certificate != cert || job.Response.CSR == "" {
+				t.Errorf("cert job = %+v", job)
+			}
+			if len(job.CommandIDs) != 4 || job.CommandIDs[3] != certJob.ID+".e.c" {
+				t.Errorf("cert job commands = %v", job.CommandIDs)
+			}
+			if st := owner(t, s, c, "GET", "/v1/claimed-devices/"+d.uuid+"/provisioning/"+finJob.ID, "k", nil, &job); st != http.StatusOK || job.Status != StatusSucceeded {
+				t.Errorf("finished job: %d %+v", st, job)
+			}
+			if st := owner(t, s, c, "GET", "/v1/claimed-devices/"+d.uuid, "k", nil, &dev); st != http.StatusOK || dev.Status != "PROVISIONED" || dev.ProvisionedAt == nil {
+				t.Errorf("device after FINISHED: %d %+v", st, dev)
+			}
+			ups, err := s.Responses(d.uuid)
+			if err != nil || len(ups) != 2 {
+				t.Fatalf("uploads = %d, %v; want 2", len(ups), err)
+			}
+			for _, u := range ups {
+				if u.Transport != transport || u.Err != "" || len(u.Raw) == 0 {
+					t.Errorf("upload record %+v", u)
+				}
+			}
+		})
+	}
+}
+
+func mustPublicPEM(t *testing.T, d testDevice) []byte {
+	t.Helper()
+	b, err := attestPublicPEM(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
