@@ -1,0 +1,270 @@
+//go:build linux
+
+package simmodem
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// PTY is a Modem served on a pseudo-terminal: clients open SlavePath (or the Link) like a
+// serial device. Methods are safe for concurrent use. After Close it cannot be replugged.
+type PTY struct {
+	m      *Modem
+	ctx    context.Context
+	cancel context.CancelFunc
+	link   string
+
+	mu     sync.Mutex // guards the fields below
+	master *os.File   // nil while unplugged
+	slave  *os.File   // held open so the master never sees a hang-up between clients
+	path   string
+	done   chan struct{} // closed when the current serve goroutine ends
+	err    error         // why the last serve goroutine ended
+	closed bool
+}
+
+// ServePTY opens a pty pair, puts the slave in raw mode, and serves the modem on the master
+// side until ctx is cancelled or Close. With Config.Link set, a symlink there points at the
+// slave and follows it across Replug.
+func (m *Modem) ServePTY(ctx context.Context) (*PTY, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &PTY{m: m, ctx: ctx, cancel: cancel, link: m.cfg.Link}
+	p.mu.Lock()
+	err := p.plugLocked()
+	p.mu.Unlock()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() {
+		<-ctx.Done()
+		_ = p.Close()
+	}()
+	return p, nil
+}
+
+// plugLocked opens a new pty and starts serving it.
+func (p *PTY) plugLocked() error {
+	master, slave, err := openRawPTY()
+	if err != nil {
+		return fmt.Errorf("simmodem: open pty: %w", err)
+	}
+	p.master, p.slave, p.path = master, slave, slave.Name()
+	if p.link != "" {
+		if err := relink(p.path, p.link); err != nil {
+			_ = master.Close()
+			_ = slave.Close()
+			p.master, p.slave = nil, nil
+			return err
+		}
+	}
+	done := make(chan struct{})
+	p.done = done
+	go func() {
+		err := p.m.serve(p.ctx, master, p.cut)
+		if errors.Is(err, os.ErrClosed) { // Unplug closed the master under the reader
+			err = ErrUnplugged
+		}
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+// openRawPTY opens a pty pair and returns a non-blocking master (so Close unblocks a
+// pending Read, see modules.md §a) and the slave in raw mode.
+func openRawPTY() (master, slave *os.File, err error) {
+	m, s, err := pty.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	// pty.Open used m.Fd(), which switched it to blocking mode; a blocked Read would then
+	// survive Close. A non-blocking duplicate goes through the runtime poller instead.
+	nfd, err := syscall.Dup(int(m.Fd()))
+	_ = m.Close()
+	if err != nil {
+		_ = s.Close()
+		return nil, nil, err
+	}
+	if err := syscall.SetNonblock(nfd, true); err != nil {
+		_ = syscall.Close(nfd)
+		_ = s.Close()
+		return nil, nil, err
+	}
+	master = os.NewFile(uintptr(nfd), "/dev/ptmx")
+	if err := makeRaw(s); err != nil {
+		_ = master.Close()
+		_ = s.Close()
+		return nil, nil, err
+	}
+	return master, s, nil
+}
+
+// makeRaw applies cfmakeraw(3) to f: no echo, no CR/LF translation, no signals, 8 bits.
+func makeRaw(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioErr error
+	err = rc.Control(func(fd uintptr) {
+		t, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		if err != nil {
+			ioErr = err
+			return
+		}
+		t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+		t.Oflag &^= unix.OPOST
+		t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		t.Cflag &^= unix.CSIZE | unix.PARENB
+		t.Cflag |= unix.CS8
+		t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+		ioErr = unix.IoctlSetTermios(int(fd), unix.TCSETS, t)
+	})
+	if err != nil {
+		return err
+	}
+	return ioErr
+}
+
+// relink points link at target atomically: a new symlink beside it, renamed over it.
+func relink(target, link string) error {
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return fmt.Errorf("simmodem: link: %w", err)
+	}
+	tmp := filepath.Join(filepath.Dir(link), "."+filepath.Base(link)+".tmp-"+hex.EncodeToString(r[:]))
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("simmodem: link %s: %w", link, err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("simmodem: link %s: %w", link, err)
+	}
+	return nil
+}
+
+// SlavePath returns the current /dev/pts/N path.
+func (p *PTY) SlavePath() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.path
+}
+
+// Path returns the Link if one is configured, else SlavePath.
+func (p *PTY) Path() string {
+	if p.link != "" {
+		return p.link
+	}
+	return p.SlavePath()
+}
+
+// Modem returns the served modem.
+func (p *PTY) Modem() *Modem { return p.m }
+
+// Plugged reports whether a pty is currently served.
+func (p *PTY) Plugged() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.master != nil
+}
+
+// cut is the session's unplug hook: close the master so the client's reads fail.
+func (p *PTY) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeFilesLocked()
+}
+
+func (p *PTY) closeFilesLocked() {
+	if p.master != nil {
+		_ = p.master.Close()
+		_ = p.slave.Close()
+		p.master, p.slave = nil, nil
+	}
+}
+
+// Unplug simulates pulling the USB cable: the master closes, the client gets EIO or a
+// hang-up, and the pty path goes away. The modem keeps its state for Replug.
+func (p *PTY) Unplug() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	was := p.master != nil
+	p.closeFilesLocked()
+	done := p.done
+	p.mu.Unlock()
+	if was {
+		p.m.mu.Lock()
+		p.m.stats.Unplugged++
+		p.m.mu.Unlock()
+	}
+	<-done
+	return nil
+}
+
+// Replug plugs the modem back in on a new pty (a new SlavePath; the Link follows). It
+// unplugs first if still plugged.
+func (p *PTY) Replug() error {
+	if err := p.Unplug(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	return p.plugLocked()
+}
+
+// Err returns why the last served pty stopped: ErrUnplugged for an UnplugDuring fault, a
+// read error after Unplug, context.Canceled after Close. Nil while serving.
+func (p *PTY) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.done:
+		return p.err
+	default:
+		return nil
+	}
+}
+
+// Close stops serving, closes the pty and removes the Link. It waits for the serving
+// goroutine and is idempotent.
+func (p *PTY) Close() error {
+	p.cancel()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	done := p.done
+	p.mu.Unlock()
+	<-done // cancellation unblocks the non-blocking master through its deadline
+	p.mu.Lock()
+	p.closeFilesLocked()
+	p.mu.Unlock()
+	if p.link != "" {
+		if err := os.Remove(p.link); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("simmodem: remove link: %w", err)
+		}
+	}
+	return nil
+}
