@@ -35,8 +35,8 @@ type reply struct {
 }
 
 func okReply(lines ...string) reply { return reply{lines: lines, final: "OK", cme: -1} }
-func errReply() reply              { return reply{final: "ERROR", cme: -1} }
-func cmeReply(code int) reply      { return reply{cme: code} }
+func errReply() reply               { return reply{final: "ERROR", cme: -1} }
+func cmeReply(code int) reply       { return reply{cme: code} }
 
 // Serve runs the AT engine on rw until ctx is cancelled (returns ctx.Err()), rw reports EOF
 // (returns nil), a read or write fails (returns the error), or an UnplugDuring fault cuts the
