@@ -466,3 +466,6 @@ func verifyClientCert(t *testing.T, s *Server, certPEM string, pub *ecdsa.Public
 func attestPublicPEM(d testDevice) ([]byte, error) {
 	return attest.MarshalPublicKeyPEM(&d.key.PublicKey)
 }
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+func bytesReader(b []byte) *bytes.Reader     { return bytes.NewReader(b) }
