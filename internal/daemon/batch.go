@@ -1,0 +1,385 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/store"
+)
+
+// Messages reported for local failures of an AT command ([id, 99, 0, <message>]): the modem
+// gave no verdict, so there is no modem text to report (protocol.md §4.3, §12.3).
+const (
+	msgTimeout     = "timeout: no final result from the modem"
+	msgPortLost    = "modem lost: the serial port went away during the command"
+	msgTooLong     = "command too long for the modem"
+	msgInvalid     = "command refused: it cannot be sent to the modem safely"
+	msgLineTooLong = "modem response line too long; response incomplete"
+	msgCancelled   = "interrupted: provisiond stopped during execution, result unknown"
+	msgLocal       = "local error: "
+)
+
+// batchResult is what executing one batch produced.
+type batchResult struct {
+	outbox   *outbox // nil when nothing was processed
+	executed int     // AT and config commands run (FINISHED is not counted)
+	failed   int     // error responses
+	// stopped is why execution ended before the batch did without an error response for
+	// the command concerned (modem lost, modem mode could not be set, state not persisted,
+	// cancellation). Such commands are not answered: the service sends them again.
+	stopped error
+	// uplink is set when Uplink "modem" registration did not come; the outbox waits.
+	uplink error
+}
+
+// batch is the execution state of one batch; it lives for one executeBatch call.
+type batch struct {
+	d   *Daemon
+	ctx context.Context
+	cfg Config
+	m   Modem
+	n   int // attempt number, for events
+	j   journal
+
+	persistBroken bool // a journal write failed: stop before the next command
+	prepared      bool // CMEE and mode handled (first AT command)
+	savedCMEE     int  // -1: unchanged
+	savedMode     int  // -1: not switched
+	urcs          <-chan string
+	unsubscribe   func()
+}
+
+// executeBatch runs cmds per protocol.md §4.1–§4.5 and returns the batch's outbox. The
+// outbox is persisted (journal → outbox, one Apply) before returning; when the store fails
+// it is kept in memory and uploaded all the same.
+func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []proto.Command) batchResult {
+	b := &batch{d: d, ctx: ctx, cfg: cfg, m: d.currentModem(), n: n, savedCMEE: -1, savedMode: -1}
+	var res batchResult
+	for _, cmd := range cmds {
+		if b.j.failed() {
+			break // the first failure stops the batch; later commands get no response
+		}
+		if err := ctx.Err(); err != nil {
+			res.stopped = fmt.Errorf("daemon: batch: %w", err)
+			break
+		}
+		if b.persistBroken {
+			res.stopped = fmt.Errorf("daemon: batch: %w", ErrStore)
+			break
+		}
+		switch cmd.Kind {
+		case proto.KindFinished:
+			// No action of its own; its ack is deferred to the end (§4.5).
+			b.j.Finished = cmd.ID
+			b.j.Cursor = cmd.ID
+		case proto.KindConfig:
+			res.executed++
+			b.runConfig(cmd)
+		case proto.KindAT:
+			if err := b.prepare(); err != nil {
+				res.stopped = err
+				break
+			}
+			if err := b.writeJournal(cmd.ID); err != nil {
+				res.stopped = err
+				break
+			}
+			res.executed++
+			r, err := b.runAT(cmd)
+			b.j.Responses = append(b.j.Responses, toRecord(r))
+			b.j.Cursor = cmd.ID
+			if err := b.writeJournal(""); err != nil {
+				d.log.Error("could not record a command's result; continuing in memory only",
+					zap.String("correlation_id", cmd.ID), zap.Error(err))
+			}
+			if isModemLost(err) {
+				res.stopped = fmt.Errorf("daemon: batch: command %s: %w", cmd.ID, err)
+			}
+		default:
+			// DecodeCommands refuses unknown kinds; keep the batch safe if that ever changes.
+			res.stopped = fmt.Errorf("daemon: batch: command %s: unknown kind %d", cmd.ID, cmd.Kind)
+		}
+		if res.stopped != nil {
+			break
+		}
+	}
+	for _, r := range b.j.Responses {
+		if r.failed() {
+			res.failed++
+		}
+	}
+	if res.stopped != nil && isModemLost(res.stopped) {
+		d.log.Warn("modem lost during a batch", zap.Error(res.stopped))
+	}
+	res.uplink = b.finish()
+	ob := b.j.toOutbox()
+	extra := []store.Change{}
+	if b.savedMode < 0 {
+		// The mode was restored (or never changed); a crash from here on must not restore it.
+		extra = append(extra, del(keySavedCFUN))
+	}
+	if err := d.persistOutbox(ob, extra...); err != nil {
+		d.log.Error("could not persist the batch's results; keeping them in memory for upload", zap.Error(err))
+	}
+	if len(ob.Responses) > 0 {
+		res.outbox = ob
+		d.outbox = ob
+	}
+	d.setCursorStatus(d.cursor, d.outbox)
+	return res
+}
+
+// prepare runs once, before the first AT command of the batch: CMEE on, modem offline.
+// Config-only batches never get here, so they leave the modem alone.
+func (b *batch) prepare() error {
+	if b.prepared {
+		return nil
+	}
+	if b.m == nil {
+		return fmt.Errorf("daemon: batch: %w", ErrNoModem)
+	}
+	b.prepared = true
+	cmee, err := b.m.CMEE(b.ctx)
+	switch {
+	case err != nil && (isModemLost(err) || b.ctx.Err() != nil):
+		return fmt.Errorf("daemon: batch: read CMEE: %w", err)
+	case err != nil:
+		// Errors then come back as plain ERROR; they are still reported as failures.
+		b.d.log.Warn("could not read CMEE; running the batch without numeric CME errors", zap.Error(err))
+	case cmee != 1:
+		if err := b.m.SetCMEE(b.ctx, 1); err != nil {
+			if isModemLost(err) {
+				return fmt.Errorf("daemon: batch: set CMEE: %w", err)
+			}
+			b.d.log.Warn("could not set CMEE=1", zap.Error(err))
+		} else {
+			b.savedCMEE = cmee
+		}
+	}
+	if b.cfg.Uplink == UplinkModem {
+		if s, ok := b.m.(urcSubscriber); ok {
+			b.urcs, b.unsubscribe = s.Subscribe("+CEREG")
+		}
+	}
+	saved, err := b.d.goOffline(b.ctx, b.m, eventInfo{attempt: b.n, cursor: b.j.Cursor})
+	b.savedMode = saved
+	if err != nil {
+		return fmt.Errorf("daemon: batch: %w", err)
+	}
+	return nil
+}
+
+// finish restores CMEE and the modem's mode (also after failures, timeouts and cancellation:
+// a detached, bounded context) and, with Uplink "modem", waits for LTE registration.
+func (b *batch) finish() error {
+	if b.unsubscribe != nil {
+		defer b.unsubscribe()
+	}
+	if b.savedCMEE >= 0 && !modemGone(b.m) {
+		rctx, cancel := detached(b.ctx, restoreTimeout)
+		if err := b.m.SetCMEE(rctx, b.savedCMEE); err != nil {
+			b.d.log.Warn("could not restore CMEE", zap.Int("cmee", b.savedCMEE), zap.Error(err))
+		}
+		cancel()
+	}
+	if b.savedMode < 0 {
+		return nil
+	}
+	if modemGone(b.m) || b.d.restoreMode(b.ctx, b.m, b.savedMode, true) != nil {
+		// The saved mode stays in the store and is restored when the modem is back.
+		return nil
+	}
+	b.savedMode = -1
+	b.d.emit(EventNeedLTEActivated, eventInfo{attempt: b.n, cursor: b.j.Cursor})
+	if b.cfg.Uplink != UplinkModem {
+		return nil // the host's network carries the upload: no waiting for LTE (design.md)
+	}
+	if b.urcs == nil {
+		b.d.log.Warn("uplink is the modem but it delivers no URCs; not waiting for registration")
+		return nil
+	}
+	return waitRegistered(b.ctx, b.urcs, b.d.regWait)
+}
+
+// writeJournal persists the batch state, with executing set to the command about to run (or
+// "" after it ran). A failure before a command means it is not run.
+func (b *batch) writeJournal(executing string) error {
+	b.j.Executing = executing
+	c, err := setJSON(keyJournal, &b.j)
+	if err == nil {
+		err = b.d.deps.Store.Apply([]store.Change{c})
+	}
+	if err != nil {
+		b.j.Executing = "" // not recorded as started, so not run
+		b.persistBroken = true
+		return fmt.Errorf("daemon: batch: journal: %w: %w", ErrStore, err)
+	}
+	return nil
+}
+
+// runAT runs one AT command and maps its outcome to a response (protocol.md §4.3). A command
+// already sent is allowed to finish for a while after cancellation (SIGTERM).
+func (b *batch) runAT(cmd proto.Command) (proto.Response, error) {
+	cctx, cancel := graceContext(b.ctx, b.d.grace)
+	defer cancel()
+	resp, err := b.m.Command(cctx, cmd.ATString())
+	b.j.Executing = ""
+	r := atResponse(cmd, resp, err)
+	if r.Kind == proto.KindError {
+		b.d.log.Warn("command failed", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
+			zap.String("command", cmd.SetCommand), zap.Uint64("cme_error", r.CMEError), zap.Error(err))
+	} else {
+		b.d.log.Info("command done", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
+			zap.String("command", cmd.SetCommand))
+	}
+	return r, err
+}
+
+// atResponse maps an AT command's outcome to its response:
+//   - OK → [id, 100, text]; +CME ERROR in the ignore list → [id, 100, text];
+//   - +CME ERROR not in the list → [id, 99, code, text];
+//   - plain ERROR → [id, 99, 0, text]. This deviates from the device library, where a plain
+//     ERROR comes out of nrf_modem_at_err() as 0, passes the ignore filter and is reported as
+//     success (protocol.md §4.3, §12.2): a command the modem refused did not succeed, and
+//     calling it a success would let the service drop it as done;
+//   - +CMS ERROR → [id, 99, 0, text] (its code is not a CME code);
+//   - local failures (timeout, port lost, command too long) → [id, 99, 0, <reason>].
+//
+// The text is the modem's whole answer including the final line, made valid UTF-8.
+func atResponse(cmd proto.Command, resp atmodem.Response, err error) proto.Response {
+	text := strings.ToValidUTF8(resp.Raw, "\uFFFD")
+	ok := proto.Response{ID: cmd.ID, Kind: proto.KindATResponse, Message: text}
+	fail := func(code uint64, msg string) proto.Response {
+		return proto.Response{ID: cmd.ID, Kind: proto.KindError, CMEError: code, Message: msg}
+	}
+	var cme *atmodem.CMEError
+	var cms *atmodem.CMSError
+	switch {
+	case err == nil:
+		return ok
+	case errors.As(err, &cme):
+		if text == "" {
+			text = strings.ToValidUTF8(cme.Raw, "\uFFFD") + "\r\n"
+		}
+		if cme.Code >= 0 && slices.Contains(cmd.IgnoreCMEErrors, uint64(cme.Code)) {
+			ok.Message = text
+			return ok
+		}
+		return fail(uint64(max(cme.Code, 0)), text)
+	case errors.Is(err, atmodem.ErrError):
+		if text == "" {
+			text = "ERROR\r\n"
+		}
+		return fail(0, text)
+	case errors.As(err, &cms):
+		if text == "" {
+			text = strings.ToValidUTF8(cms.Raw, "\uFFFD") + "\r\n"
+		}
+		return fail(0, text)
+	case errors.Is(err, atmodem.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fail(0, msgTimeout)
+	case errors.Is(err, context.Canceled):
+		return fail(0, msgCancelled)
+	case isModemLost(err):
+		return fail(0, msgPortLost)
+	case errors.Is(err, atmodem.ErrCommandTooLong):
+		return fail(0, msgTooLong)
+	case errors.Is(err, atmodem.ErrInvalidCommand):
+		return fail(0, msgInvalid)
+	case errors.Is(err, atmodem.ErrLineTooLong):
+		return fail(0, msgLineTooLong)
+	}
+	return fail(0, msgLocal+strings.ToValidUTF8(err.Error(), "\uFFFD"))
+}
+
+// runConfig writes a config command's pairs and its response in one Apply, so the pairs and
+// the record that they were written can only exist together (protocol.md §4.4).
+func (b *batch) runConfig(cmd proto.Command) {
+	b.j.Cursor = cmd.ID
+	if i, errno, bad := checkPairs(cmd.Properties); bad {
+		b.configFailed(cmd, i, errno, nil)
+		return
+	}
+	changes := make([]store.Change, 0, len(cmd.Properties)+1)
+	for _, p := range cmd.Properties {
+		changes = append(changes, store.Change{Key: p.Key, Value: p.Value})
+	}
+	b.j.Responses = append(b.j.Responses, record{ID: cmd.ID, Kind: uint64(proto.KindConfigAck)})
+	jc, err := setJSON(keyJournal, &b.j)
+	if err == nil {
+		err = b.d.deps.Store.Apply(append(changes, jc))
+	}
+	if err == nil {
+		b.d.log.Info("config written", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
+			zap.Int("pairs", len(cmd.Properties)))
+		return
+	}
+	b.j.Responses = b.j.Responses[:len(b.j.Responses)-1]
+	i, errno := storeFailure(cmd.Properties, err)
+	b.configFailed(cmd, i, errno, err)
+}
+
+// configFailed records [id, 99, uint32(-errno), "Unable to store [i](0-indexed) key-value-pair"]
+// as the device library does (the negative errno stored into a uint32, protocol.md §4.4).
+func (b *batch) configFailed(cmd proto.Command, i int, errno syscall.Errno, cause error) {
+	msg := fmt.Sprintf("Unable to store [%d](0-indexed) key-value-pair", i)
+	r := proto.Response{ID: cmd.ID, Kind: proto.KindError, CMEError: uint64(uint32(-int32(errno))), Message: msg}
+	b.j.Responses = append(b.j.Responses, toRecord(r))
+	key := ""
+	if i < len(cmd.Properties) {
+		key = cmd.Properties[i].Key
+	}
+	b.d.log.Warn("config command failed", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
+		zap.String("key", truncate(key, 64)), zap.String("errno", errno.Error()), zap.NamedError("cause", cause))
+	if err := b.writeJournal(""); err != nil {
+		b.d.log.Error("could not record a command's result; continuing in memory only",
+			zap.String("correlation_id", cmd.ID), zap.Error(err))
+	}
+}
+
+// checkPairs refuses, before any write, keys in the daemon's own subtree (EACCES: a hostile
+// service must not overwrite the outbox) and keys or values the store cannot hold (EINVAL).
+func checkPairs(ps []proto.Property) (index int, errno syscall.Errno, bad bool) {
+	for i, p := range ps {
+		switch {
+		case hasReservedPrefix(p.Key):
+			return i, syscall.EACCES, true
+		case p.Key == "" || !utf8.ValidString(p.Key) || strings.ContainsFunc(p.Key, unicode.IsControl),
+			!utf8.ValidString(p.Value):
+			return i, syscall.EINVAL, true
+		}
+	}
+	return 0, 0, false
+}
+
+// storeFailure names the pair and errno for a failed Apply. The write is all-or-nothing, so
+// no pair was stored; the index is the pair the error names, else 0.
+func storeFailure(ps []proto.Property, err error) (int, syscall.Errno) {
+	var lim *store.LimitError
+	if errors.As(err, &lim) {
+		for i, p := range ps {
+			if lim.Key != "" && p.Key == lim.Key {
+				return i, syscall.E2BIG // key or value too long
+			}
+		}
+		return 0, syscall.ENOSPC // the store as a whole is full
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return 0, errno // ENOSPC, EROFS, EIO … from the file system
+	}
+	if errors.Is(err, store.ErrInvalid) {
+		return 0, syscall.EINVAL
+	}
+	return 0, syscall.EIO
+}

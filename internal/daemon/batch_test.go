@@ -1,0 +1,551 @@
+package daemon
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/store"
+)
+
+func TestBatchResponses(t *testing.T) {
+	d4 := []proto.Command{
+		at("c1", "%CMNG", "3,42,0", 513),
+		config("c2", "provisioning/interval-sec", "3600"),
+		finished("c3"),
+	}
+	tests := []struct {
+		name       string
+		cfg        func(*Config)
+		modem      func(*fakeModem)
+		cmds       []proto.Command
+		want       []proto.Response
+		wantBatch  []string
+		wantEvent  Event
+		wantFailed int
+		wantCursor string
+		check      func(t *testing.T, h *harness)
+	}{
+		{
+			name:       "vector D4 all succeed",
+			cmds:       d4,
+			want:       []proto.Response{okResp("c1", "OK\r\n"), ack("c2"), finAck("c3")},
+			wantBatch:  []string{"AT%CMNG=3,42,0"},
+			wantEvent:  EventDone,
+			wantCursor: "c3",
+			check: func(t *testing.T, h *harness) {
+				if got := getKey(h.kv, "provisioning/interval-sec"); got != "3600" {
+					t.Errorf("interval-sec = %q, want 3600", got)
+				}
+			},
+		},
+		{
+			name:       "ignored CME error counts as success",
+			modem:      func(m *fakeModem) { m.replies["AT%CMNG=3,42,0"] = reply{final: "+CME ERROR: 513"} },
+			cmds:       d4,
+			want:       []proto.Response{okResp("c1", "+CME ERROR: 513\r\n"), ack("c2"), finAck("c3")},
+			wantBatch:  []string{"AT%CMNG=3,42,0"},
+			wantEvent:  EventDone,
+			wantCursor: "c3",
+		},
+		{
+			name:       "vector D6 CME error not ignored stops the batch",
+			modem:      func(m *fakeModem) { m.replies["AT%CMNG=3,42,0"] = reply{final: "+CME ERROR: 514"} },
+			cmds:       d4,
+			want:       []proto.Response{errResp("c1", 514, "+CME ERROR: 514\r\n")},
+			wantBatch:  []string{"AT%CMNG=3,42,0"},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "c1",
+			check: func(t *testing.T, h *harness) {
+				if hasKey(h.kv, "provisioning/interval-sec") {
+					t.Error("config command after the failure was executed")
+				}
+			},
+		},
+		{
+			name:       "first failure stops later AT commands",
+			modem:      func(m *fakeModem) { m.replies["AT%B="] = reply{final: "+CME ERROR: 518"} },
+			cmds:       []proto.Command{at("a", "%A", ""), at("b", "%B", ""), at("c", "%C", ""), finished("f")},
+			want:       []proto.Response{okResp("a", "OK\r\n"), errResp("b", 518, "+CME ERROR: 518\r\n")},
+			wantBatch:  []string{"AT%A=", "AT%B="},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "b",
+		},
+		{
+			// Deviation from the device library, which reports a plain ERROR as success.
+			name:       "plain ERROR is a failure with code 0",
+			modem:      func(m *fakeModem) { m.replies["AT%X=1"] = reply{final: "ERROR"} },
+			cmds:       []proto.Command{at("x", "%X", "1"), at("y", "%Y", "")},
+			want:       []proto.Response{errResp("x", 0, "ERROR\r\n")},
+			wantBatch:  []string{"AT%X=1"},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "x",
+		},
+		{
+			name:       "CMS error is a failure with code 0",
+			modem:      func(m *fakeModem) { m.replies["AT+CMGS=1"] = reply{final: "+CMS ERROR: 500"} },
+			cmds:       []proto.Command{at("s", "+CMGS", "1")},
+			want:       []proto.Response{errResp("s", 0, "+CMS ERROR: 500\r\n")},
+			wantBatch:  []string{"AT+CMGS=1"},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "s",
+		},
+		{
+			name:       "modem timeout is a local failure",
+			modem:      func(m *fakeModem) { m.replies["AT%KEYGEN=17,2,0"] = reply{err: atmodem.ErrTimeout} },
+			cmds:       []proto.Command{at("k", "%KEYGEN", "17,2,0"), finished("f")},
+			want:       []proto.Response{errResp("k", 0, msgTimeout)},
+			wantBatch:  []string{"AT%KEYGEN=17,2,0"},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "k",
+		},
+		{
+			name:       "command too long is a local failure",
+			modem:      func(m *fakeModem) { m.replies["AT%CMNG=0,1,0,\"x\""] = reply{err: atmodem.ErrCommandTooLong} },
+			cmds:       []proto.Command{at("l", "%CMNG", "0,1,0,\"x\"")},
+			want:       []proto.Response{errResp("l", 0, msgTooLong)},
+			wantBatch:  []string{"AT%CMNG=0,1,0,\"x\""},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "l",
+		},
+		{
+			name: "vector D3 response text verbatim",
+			modem: func(m *fakeModem) {
+				m.replies["AT%KEYGEN=17,2,0"] = reply{lines: []string{`%KEYGEN: "abc.def"`}}
+			},
+			cmds:       []proto.Command{at("k", "%KEYGEN", "17,2,0")},
+			want:       []proto.Response{okResp("k", "%KEYGEN: \"abc.def\"\r\nOK\r\n")},
+			wantBatch:  []string{"AT%KEYGEN=17,2,0"},
+			wantEvent:  EventNoCommands,
+			wantCursor: "k",
+		},
+		{
+			name:       "invalid UTF-8 in modem text is made valid",
+			modem:      func(m *fakeModem) { m.replies["AT%T="] = reply{lines: []string{"a\xffb"}} },
+			cmds:       []proto.Command{at("t", "%T", "")},
+			want:       []proto.Response{okResp("t", "a\uFFFDb\r\nOK\r\n")},
+			wantBatch:  []string{"AT%T="},
+			wantEvent:  EventNoCommands,
+			wantCursor: "t",
+		},
+		{
+			name:       "finished ack is last wherever FINISHED is",
+			cmds:       []proto.Command{finished("f"), at("a", "%A", ""), config("c", "k/1", "v")},
+			want:       []proto.Response{okResp("a", "OK\r\n"), ack("c"), finAck("f")},
+			wantBatch:  []string{"AT%A="},
+			wantEvent:  EventDone,
+			wantCursor: "c",
+		},
+		{
+			name:       "no finished ack when a later command fails",
+			modem:      func(m *fakeModem) { m.replies["AT%A="] = reply{final: "+CME ERROR: 527"} },
+			cmds:       []proto.Command{finished("f"), at("a", "%A", "")},
+			want:       []proto.Response{errResp("a", 527, "+CME ERROR: 527\r\n")},
+			wantBatch:  []string{"AT%A="},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "a",
+		},
+		{
+			name: "reserved key refused",
+			cmds: []proto.Command{config("c", "provisioning/x", "1", "provisiond/outbox", `{"responses":[]}`), at("a", "%A", "")},
+			want: []proto.Response{errResp("c", errnoCode(syscall.EACCES),
+				"Unable to store [1](0-indexed) key-value-pair")},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "c",
+			check: func(t *testing.T, h *harness) {
+				if hasKey(h.kv, "provisioning/x") {
+					t.Error("a pair of the refused command was stored")
+				}
+				if hasKey(h.kv, keyOutbox) {
+					t.Error("the service wrote the outbox")
+				}
+			},
+		},
+		{
+			name: "key too long for the store",
+			cmds: []proto.Command{config("c", "a", "1", strings.Repeat("k", 300), "2")},
+			want: []proto.Response{errResp("c", errnoCode(syscall.E2BIG),
+				"Unable to store [1](0-indexed) key-value-pair")},
+			wantEvent:  EventNoCommands,
+			wantFailed: 1,
+			wantCursor: "c",
+			check: func(t *testing.T, h *harness) {
+				if hasKey(h.kv, "a") {
+					t.Error("config write was not all-or-nothing")
+				}
+			},
+		},
+		{
+			name:       "empty config map is acknowledged",
+			cmds:       []proto.Command{config("c")},
+			want:       []proto.Response{ack("c")},
+			wantEvent:  EventNoCommands,
+			wantCursor: "c",
+		},
+		{
+			name:       "config-only batch leaves the modem alone",
+			cmds:       []proto.Command{config("c", "provisioning/interval-sec", "60"), finished("f")},
+			want:       []proto.Response{ack("c"), finAck("f")},
+			wantEvent:  EventDone,
+			wantCursor: "f",
+			check: func(t *testing.T, h *harness) {
+				for _, c := range h.m.commands() {
+					if strings.HasPrefix(c, "AT+CFUN") || strings.HasPrefix(c, "AT+CMEE") {
+						t.Errorf("config-only batch sent %s", c)
+					}
+				}
+			},
+		},
+		{
+			name:       "modem already offline is not switched",
+			modem:      func(m *fakeModem) { m.cfun = 4 },
+			cmds:       []proto.Command{at("a", "%A", "")},
+			want:       []proto.Response{okResp("a", "OK\r\n")},
+			wantBatch:  []string{"AT%A="},
+			wantEvent:  EventNoCommands,
+			wantCursor: "a",
+			check: func(t *testing.T, h *harness) {
+				for _, c := range h.m.commands() {
+					if strings.HasPrefix(c, "AT+CFUN=") {
+						t.Errorf("offline modem got %s", c)
+					}
+				}
+				if got := h.m.mode(); got != 4 {
+					t.Errorf("mode = %d, want 4", got)
+				}
+			},
+		},
+		{
+			name:       "modem powered off is not switched",
+			modem:      func(m *fakeModem) { m.cfun = 0 },
+			cmds:       []proto.Command{at("a", "%A", "")},
+			want:       []proto.Response{okResp("a", "OK\r\n")},
+			wantBatch:  []string{"AT%A="},
+			wantEvent:  EventNoCommands,
+			wantCursor: "a",
+			check: func(t *testing.T, h *harness) {
+				if contains(h.m.commands(), "AT+CFUN=4") {
+					t.Error("powered-off modem was set to 4")
+				}
+			},
+		},
+		{
+			name:       "CMEE already on is left alone",
+			modem:      func(m *fakeModem) { m.cmee = 1 },
+			cmds:       []proto.Command{at("a", "%A", "")},
+			want:       []proto.Response{okResp("a", "OK\r\n")},
+			wantBatch:  []string{"AT%A="},
+			wantEvent:  EventNoCommands,
+			wantCursor: "a",
+			check: func(t *testing.T, h *harness) {
+				for _, c := range h.m.commands() {
+					if strings.HasPrefix(c, "AT+CMEE=") {
+						t.Errorf("got %s with CMEE already 1", c)
+					}
+				}
+			},
+		},
+		{
+			name:       "batches repeat until no commands",
+			cmds:       []proto.Command{at("a", "%A", "")},
+			want:       []proto.Response{okResp("a", "OK\r\n")},
+			wantBatch:  []string{"AT%A=", "AT%B="},
+			wantEvent:  EventDone,
+			wantCursor: "f",
+			check: func(t *testing.T, h *harness) {
+				ups := h.cloud.allUploads()
+				want := []proto.Response{okResp("b", "OK\r\n"), finAck("f")}
+				if len(ups) != 2 || !reflect.DeepEqual(ups[1], want) {
+					t.Errorf("uploads = %v, want second %v", ups, want)
+				}
+				if got := h.cloud.fetches[1].After; got != "a" {
+					t.Errorf("second fetch after=%q, want a", got)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			m := newFakeModem()
+			if tt.modem != nil {
+				tt.modem(m)
+			}
+			startMode := m.cfun
+			h := newHarness(t, cfg, m, nil)
+			h.cloud.push(t, tt.cmds...)
+			if tt.name == "batches repeat until no commands" {
+				h.cloud.push(t, at("b", "%B", ""), finished("f"))
+			}
+			res, err := h.d.RunOnce(context.Background())
+			if err != nil {
+				t.Fatalf("RunOnce: %v", err)
+			}
+			if res.Event != tt.wantEvent || res.Failed != tt.wantFailed {
+				t.Errorf("result = %s failed %d (%s), want %s failed %d", res.Event, res.Failed, res.Reason, tt.wantEvent, tt.wantFailed)
+			}
+			ups := h.cloud.allUploads()
+			if len(ups) == 0 || !reflect.DeepEqual(ups[0], tt.want) {
+				t.Errorf("upload = %#v\nwant %#v", ups, tt.want)
+			}
+			if got := h.m.batchCommands(); !reflect.DeepEqual(got, tt.wantBatch) && !(len(got) == 0 && len(tt.wantBatch) == 0) {
+				t.Errorf("modem ran %q, want %q", got, tt.wantBatch)
+			}
+			if got := getKey(h.kv, DefaultStorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
+				t.Errorf("persisted cursor = %q, want %q", got, tt.wantCursor)
+			}
+			if got := h.m.mode(); got != startMode {
+				t.Errorf("modem mode = %d after the batch, want %d", got, startMode)
+			}
+			for _, k := range []string{keyJournal, keyOutbox, keySavedCFUN} {
+				if hasKey(h.kv, k) {
+					t.Errorf("%s left in the store: %q", k, getKey(h.kv, k))
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, h)
+			}
+		})
+	}
+}
+
+// TestBatchModemSequence checks the exact AT conversation of a batch: CMEE on, the mode
+// saved before it is switched, restored after, events around it.
+func TestBatchModemSequence(t *testing.T) {
+	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
+	var savedBeforeSwitch bool
+	m := newFakeModem()
+	kv.fail = func(n int, changes []store.Change) error {
+		if touches(changes, keySavedCFUN) && !changes[0].Delete {
+			savedBeforeSwitch = !contains(m.commands(), "AT+CFUN=4")
+		}
+		return nil
+	}
+	h := newHarness(t, testConfig(), m, kv)
+	h.cloud.push(t, at("a", "%A", ""), at("b", "%B", ""))
+	if _, err := h.d.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range m.commands() {
+		if !strings.HasPrefix(c, "AT%JWT") && c != "AT%CCLK?" && c != "AT%SHORTSWVER" && c != "AT%ATTESTTOKEN" {
+			got = append(got, c)
+		}
+	}
+	want := []string{"AT+CMEE?", "AT+CMEE=1", "AT+CFUN?", "AT+CFUN=4", "AT%A=", "AT%B=", "AT+CMEE=0", "AT+CFUN=1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("modem conversation = %q\nwant %q", got, want)
+	}
+	if !savedBeforeSwitch {
+		t.Error("the mode was not stored before +CFUN=4")
+	}
+	evs := h.events()
+	i, j := indexOf(eventStrings(evs), "NEED_LTE_DEACTIVATED"), indexOf(eventStrings(evs), "NEED_LTE_ACTIVATED")
+	if i < 0 || j < i {
+		t.Errorf("events = %v, want NEED_LTE_DEACTIVATED then NEED_LTE_ACTIVATED", evs)
+	}
+}
+
+// errnoCode is how the device library reports -errno: stored into a uint32.
+func errnoCode(e syscall.Errno) uint64 { return uint64(1<<32 - uint64(e)) }
+
+func eventStrings(evs []Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = string(e)
+	}
+	return out
+}
+
+// TestConfigStoreFailure reproduces vector D2: a settings write failing with EIO.
+func TestConfigStoreFailure(t *testing.T) {
+	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
+	kv.fail = func(n int, changes []store.Change) error {
+		if touches(changes, "provisioning/interval-sec") {
+			return fmt.Errorf("store: write: %w", syscall.EIO)
+		}
+		return nil
+	}
+	h := newHarness(t, testConfig(), nil, kv)
+	id := "e5256918-aba9-4d12-8b87-f2c07affec5d.14"
+	h.cloud.push(t, config(id, "provisioning/interval-sec", "99"), finished("f"))
+	res, err := h.d.RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Event != EventNoCommands || res.Failed != 1 {
+		t.Errorf("result = %+v", res)
+	}
+	h.cloud.mu.Lock()
+	body := h.cloud.uploadReqs[0].Body
+	h.cloud.mu.Unlock()
+	const d2 = "8184782765353235363931382d616261392d346431322d386238372d6632633037616666656335642e313418631afffffffb782d556e61626c6520746f2073746f7265205b305d28302d696e646578656429206b65792d76616c75652d70616972"
+	if got := hex.EncodeToString(body); got != d2 {
+		t.Errorf("upload = %s\nwant vector D2 %s", got, d2)
+	}
+}
+
+// TestJournalWriteFailureStopsBeforeCommand: a command whose start cannot be recorded is not
+// run, so it can never be run unreported.
+func TestJournalWriteFailureStopsBeforeCommand(t *testing.T) {
+	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
+	full := fmt.Errorf("store: write: %w", syscall.ENOSPC)
+	kv.fail = func(n int, changes []store.Change) error {
+		for _, c := range changes {
+			if c.Key == keyJournal && strings.Contains(c.Value, `"executing":"b"`) {
+				return full
+			}
+		}
+		return nil
+	}
+	h := newHarness(t, testConfig(), nil, kv)
+	h.cloud.push(t, at("a", "%A", ""), at("b", "%B", ""), finished("f"))
+	res, err := h.d.RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.m.batchCommands(); !reflect.DeepEqual(got, []string{"AT%A="}) {
+		t.Errorf("modem ran %q, want only AT%%A=", got)
+	}
+	if res.Event != EventFailed || !errors.Is(res.Err, ErrStore) {
+		t.Errorf("result = %+v, want FAILED with ErrStore", res)
+	}
+	ups := h.cloud.allUploads()
+	// FINISHED was not processed (it comes after b), so no ack; a is reported.
+	if want := []proto.Response{okResp("a", "OK\r\n")}; len(ups) != 1 || !reflect.DeepEqual(ups[0], want) {
+		t.Errorf("uploads = %v, want %v", ups, want)
+	}
+	if got := getKey(kv, DefaultStorePrefix+"/"+subkeyCursor); got != "a" {
+		t.Errorf("cursor = %q, want a (b is fetched again)", got)
+	}
+	if h.m.mode() != 1 {
+		t.Errorf("mode not restored: %d", h.m.mode())
+	}
+}
+
+// TestStoreBrokenKeepsResultsInMemory: when nothing can be written, executed results are
+// still uploaded from memory.
+func TestStoreBrokenKeepsResultsInMemory(t *testing.T) {
+	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
+	var broken bool
+	kv.fail = func(n int, changes []store.Change) error {
+		if broken {
+			return fmt.Errorf("store: %w", syscall.EROFS)
+		}
+		for _, c := range changes {
+			if c.Key == keyJournal && strings.Contains(c.Value, `"executing":"a"`) {
+				broken = true // the journal before a is written; everything after fails
+			}
+		}
+		return nil
+	}
+	h := newHarness(t, testConfig(), nil, kv)
+	h.cloud.push(t, at("a", "%A", ""), at("b", "%B", ""))
+	res, _ := h.d.RunOnce(context.Background())
+	if got := h.m.batchCommands(); !reflect.DeepEqual(got, []string{"AT%A="}) {
+		t.Errorf("modem ran %q, want only AT%%A= (the store broke)", got)
+	}
+	if ups := h.cloud.allUploads(); len(ups) != 1 || !reflect.DeepEqual(ups[0], []proto.Response{okResp("a", "OK\r\n")}) {
+		t.Errorf("uploads = %v", ups)
+	}
+	if res.Event != EventFailed {
+		t.Errorf("event = %s, want FAILED", res.Event)
+	}
+}
+
+func TestAtResponse(t *testing.T) {
+	cmd := at("i", "%X", "", 513, 0)
+	tests := []struct {
+		name string
+		resp atmodem.Response
+		err  error
+		want proto.Response
+	}{
+		{"ok", atmodem.Response{Raw: "OK\r\n"}, nil, okResp("i", "OK\r\n")},
+		{"ignored cme", atmodem.Response{Raw: "+CME ERROR: 513\r\n"}, &atmodem.CMEError{Code: 513, Raw: "+CME ERROR: 513"}, okResp("i", "+CME ERROR: 513\r\n")},
+		{"cme without raw", atmodem.Response{}, &atmodem.CMEError{Code: 514, Raw: "+CME ERROR: 514"}, errResp("i", 514, "+CME ERROR: 514\r\n")},
+		{"text cme code", atmodem.Response{Raw: "+CME ERROR: no access\r\n"}, &atmodem.CMEError{Code: -1, Raw: "+CME ERROR: no access"}, errResp("i", 0, "+CME ERROR: no access\r\n")},
+		{"plain error without raw", atmodem.Response{}, atmodem.ErrError, errResp("i", 0, "ERROR\r\n")},
+		{"cms without raw", atmodem.Response{}, &atmodem.CMSError{Code: 5, Raw: "+CMS ERROR: 5"}, errResp("i", 0, "+CMS ERROR: 5\r\n")},
+		{"port lost", atmodem.Response{}, atmodem.ErrPortLost, errResp("i", 0, msgPortLost)},
+		{"closed", atmodem.Response{}, atmodem.ErrClosed, errResp("i", 0, msgPortLost)},
+		{"invalid command", atmodem.Response{}, atmodem.ErrInvalidCommand, errResp("i", 0, msgInvalid)},
+		{"line too long", atmodem.Response{}, atmodem.ErrLineTooLong, errResp("i", 0, msgLineTooLong)},
+		{"deadline", atmodem.Response{}, context.DeadlineExceeded, errResp("i", 0, msgTimeout)},
+		{"cancelled", atmodem.Response{}, context.Canceled, errResp("i", 0, msgCancelled)},
+		{"other", atmodem.Response{}, errors.New("boom"), errResp("i", 0, msgLocal+"boom")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := atResponse(cmd, tt.resp, tt.err); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("atResponse = %#v, want %#v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStoreFailure(t *testing.T) {
+	ps := []proto.Property{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}
+	tests := []struct {
+		name      string
+		err       error
+		wantIndex int
+		wantErrno syscall.Errno
+	}{
+		{"value too long names the pair", &store.LimitError{Key: "b", What: "value length", Limit: 1, Got: 2}, 1, syscall.E2BIG},
+		{"store full", &store.LimitError{What: "keys", Limit: 1, Got: 2}, 0, syscall.ENOSPC},
+		{"read-only file system", fmt.Errorf("write: %w", syscall.EROFS), 0, syscall.EROFS},
+		{"invalid", fmt.Errorf("x: %w", store.ErrInvalid), 0, syscall.EINVAL},
+		{"unknown", errors.New("boom"), 0, syscall.EIO},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i, errno := storeFailure(ps, tt.err)
+			if i != tt.wantIndex || errno != tt.wantErrno {
+				t.Errorf("storeFailure = %d, %v; want %d, %v", i, errno, tt.wantIndex, tt.wantErrno)
+			}
+		})
+	}
+}
+
+func TestCheckPairs(t *testing.T) {
+	tests := []struct {
+		name      string
+		ps        []proto.Property
+		wantBad   bool
+		wantIndex int
+		wantErrno syscall.Errno
+	}{
+		{"fine", []proto.Property{{Key: "provisioning/interval-sec", Value: "1"}}, false, 0, 0},
+		{"reserved", []proto.Property{{Key: "x", Value: ""}, {Key: "provisiond/journal", Value: ""}}, true, 1, syscall.EACCES},
+		{"empty key", []proto.Property{{Key: "", Value: "v"}}, true, 0, syscall.EINVAL},
+		{"control char", []proto.Property{{Key: "a\nb", Value: "v"}}, true, 0, syscall.EINVAL},
+		{"bad utf8 value", []proto.Property{{Key: "a", Value: "\xff"}}, true, 0, syscall.EINVAL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i, errno, bad := checkPairs(tt.ps)
+			if bad != tt.wantBad || (bad && (i != tt.wantIndex || errno != tt.wantErrno)) {
+				t.Errorf("checkPairs = %d, %v, %v", i, errno, bad)
+			}
+		})
+	}
+}

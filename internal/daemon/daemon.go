@@ -1,0 +1,426 @@
+// Package daemon is provisiond's provisioning engine and scheduler: it fetches command batches
+// from the nRF Cloud Provisioning Service, runs them on the attached nRF91 modem, and uploads
+// the results (protocol.md §1.5, §2.4, §4; design.md for where the host differs).
+//
+// A Daemon is built once with New and driven by either Run (the long-running scheduler) or
+// RunOnce (one attempt for `provisiond run --once`); one of them at a time. Status,
+// TriggerNow, SetInterval, Reconfigure, AttestationToken and DeviceUUID are safe to call from
+// other goroutines while it runs.
+//
+// # Crash safety
+//
+// Results are never held only in memory while the modem works. Before each AT command the
+// daemon writes a journal entry (the batch's responses so far plus the id being executed) to
+// the store in one Apply, and after it the command's response: two store writes per AT
+// command. A config command is one Apply holding its pairs and its response together. At the
+// end of a batch the journal becomes the outbox (responses plus the cursor) in one Apply, and
+// a successful upload persists the cursor and deletes the outbox in one Apply. On start, a
+// leftover journal is turned into the outbox, a command that was started but has no recorded
+// response is reported as interrupted (never run again), and the outbox is uploaded before
+// anything new is fetched. The mode the modem had before the daemon set it offline is stored
+// before switching, so a crash in between restores it on the next start.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/rootca"
+	"github.com/provisiond/provisiond/internal/store"
+	"github.com/provisiond/provisiond/internal/transport"
+)
+
+// Config is what the daemon runs with; cmd/provisiond maps config.Config onto it. New fills
+// the zero values with the defaults named on each field.
+type Config struct {
+	// Transport is "http" (default) or "coap"; it picks the root CA written into the modem.
+	Transport string
+	// ClientVersion is sent as cver.
+	ClientVersion string
+	// MaxCommands is the batch limit sent as `limit` (default 10); RxBufSize and TxBufSize are
+	// sent as rxMaxSize and txMaxSize (defaults 1024 and 2048).
+	MaxCommands, RxBufSize, TxBufSize int
+	// Uplink is "host" (default: the host's network carries the traffic, no waiting for LTE)
+	// or "modem" (wait for LTE registration after a batch before uploading).
+	Uplink string
+	// JWTSecTag is the modem sec tag whose key signs the JWT (0: the device identity key).
+	JWTSecTag int
+	// JWTValidTime is the validity asked of the modem (default 300s).
+	JWTValidTime time.Duration
+	// SetClockFromHost lets the daemon set the modem clock from the host's (UTC) when the
+	// modem has no valid time before a JWT is needed.
+	SetClockFromHost bool
+	// ProvisionRootCA writes RootCAPEM into RootCASecTag (default 189298) at start when that
+	// tag holds no CA certificate. An existing one is never overwritten. RootCAPEM defaults to
+	// the root of Transport's endpoint.
+	ProvisionRootCA bool
+	RootCASecTag    int
+	RootCAPEM       string
+	// AutoStart runs an attempt at start; otherwise the first one is one interval later.
+	AutoStart bool
+	// Interval is the default time between attempts (default 24h) when the store's
+	// <StorePrefix>/interval-sec is unset or invalid; a random delay in [0, Spread) is added.
+	Interval, Spread time.Duration
+	// InitialBackoff is the first delay after a busy or timed-out attempt (default 60s); it
+	// doubles up to 24h and is reset by a normal outcome.
+	InitialBackoff time.Duration
+	// OnFinished is "none" (default), "modem-restart" or "exec" (run OnFinishedExec, split
+	// on white space, no shell). HooksDir holds executables run on every event, each bounded
+	// by HookTimeout (default 10s).
+	OnFinished, OnFinishedExec, HooksDir string
+	HookTimeout                          time.Duration
+	// StorePrefix is the settings subtree of the protocol's keys (default "provisioning").
+	StorePrefix string
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultMaxCommands    = proto.DefaultMaxCommands
+	DefaultRxBufSize      = transport.DefaultRxMaxSize
+	DefaultTxBufSize      = transport.DefaultTxMaxSize
+	DefaultJWTValidTime   = 300 * time.Second
+	DefaultRootCASecTag   = 189298
+	DefaultInterval       = 24 * time.Hour
+	DefaultInitialBackoff = 60 * time.Second
+	DefaultHookTimeout    = 10 * time.Second
+	DefaultStorePrefix    = "provisioning"
+	// MaxBackoff caps the doubling backoff (protocol.md §4.7).
+	MaxBackoff = 24 * time.Hour
+)
+
+// Uplink and OnFinished values.
+const (
+	UplinkHost              = "host"
+	UplinkModem             = "modem"
+	OnFinishedNone          = "none"
+	OnFinishedModemRestart  = "modem-restart"
+	OnFinishedExec          = "exec"
+	transportHTTP           = "http"
+	transportCoAP           = "coap"
+	maxCommandsUpperBound   = 20 // the device library's Kconfig range ends at 20
+	reservedPrefix          = "provisiond/"
+	reservedPrefixBare      = "provisiond"
+	maxRoundsPerAttempt     = 64
+	eventRingSize           = 32
+	defaultRegistrationWait = 120 * time.Second // NRF_PROVISIONING_MODEM_STATE_WAIT_TIMEOUT_SECONDS
+)
+
+// withDefaults fills zero values and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.Transport == "" {
+		c.Transport = transportHTTP
+	}
+	if c.MaxCommands == 0 {
+		c.MaxCommands = DefaultMaxCommands
+	}
+	if c.RxBufSize == 0 {
+		c.RxBufSize = DefaultRxBufSize
+	}
+	if c.TxBufSize == 0 {
+		c.TxBufSize = DefaultTxBufSize
+	}
+	if c.Uplink == "" {
+		c.Uplink = UplinkHost
+	}
+	if c.JWTValidTime == 0 {
+		c.JWTValidTime = DefaultJWTValidTime
+	}
+	if c.RootCASecTag == 0 {
+		// Tag 0 is legal on the modem, but the protocol's CA tag has a default and a zero here
+		// means "not configured".
+		c.RootCASecTag = DefaultRootCASecTag
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.InitialBackoff == 0 {
+		c.InitialBackoff = DefaultInitialBackoff
+	}
+	if c.HookTimeout == 0 {
+		c.HookTimeout = DefaultHookTimeout
+	}
+	if c.OnFinished == "" {
+		c.OnFinished = OnFinishedNone
+	}
+	if c.StorePrefix == "" {
+		c.StorePrefix = DefaultStorePrefix
+	}
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	switch c.Transport {
+	case transportHTTP, transportCoAP:
+	default:
+		bad("transport %q is not http or coap", c.Transport)
+	}
+	if c.RootCAPEM == "" && c.ProvisionRootCA {
+		if pem, err := rootca.ForTransport(c.Transport); err == nil {
+			c.RootCAPEM = pem
+		}
+	}
+	if c.MaxCommands < 1 || c.MaxCommands > maxCommandsUpperBound {
+		bad("max commands %d is outside 1..%d", c.MaxCommands, maxCommandsUpperBound)
+	}
+	if c.RxBufSize < 0 || c.TxBufSize < 0 {
+		bad("buffer sizes must not be negative")
+	}
+	switch c.Uplink {
+	case UplinkHost, UplinkModem:
+	default:
+		bad("uplink %q is not host or modem", c.Uplink)
+	}
+	if c.JWTSecTag < 0 || c.RootCASecTag < 0 {
+		bad("sec tags must not be negative")
+	}
+	if c.JWTValidTime < time.Second {
+		bad("jwt valid time %s is shorter than a second", c.JWTValidTime)
+	}
+	if c.Interval < 0 || c.Spread < 0 || c.InitialBackoff < 0 || c.HookTimeout < 0 {
+		bad("durations must not be negative")
+	}
+	switch c.OnFinished {
+	case OnFinishedNone, OnFinishedModemRestart:
+	case OnFinishedExec:
+		if c.OnFinishedExec == "" {
+			bad("on_finished exec needs on_finished_exec")
+		}
+	default:
+		bad("on_finished %q is not none, modem-restart or exec", c.OnFinished)
+	}
+	if c.StorePrefix == reservedPrefixBare || hasReservedPrefix(c.StorePrefix+"/") {
+		bad("store prefix %q is the daemon's own subtree", c.StorePrefix)
+	}
+	if len(problems) > 0 {
+		return c, fmt.Errorf("daemon: %w: %v", ErrInvalidConfig, problems)
+	}
+	return c, nil
+}
+
+// Modem is what the daemon needs of the modem; *atmodem.Client provides it. Methods must be
+// safe for concurrent use (the control socket asks for tokens while an attempt runs).
+type Modem interface {
+	Command(ctx context.Context, cmd string) (atmodem.Response, error)
+	FunctionalMode(ctx context.Context) (int, error)
+	SetFunctionalMode(ctx context.Context, mode int) error
+	CMEE(ctx context.Context) (int, error)
+	SetCMEE(ctx context.Context, n int) error
+	ShortSWVersion(ctx context.Context) (string, error)
+	Clock(ctx context.Context) (t time.Time, valid bool, err error)
+	SetClock(ctx context.Context, t time.Time) error
+	JWT(ctx context.Context, secTag int, validFor time.Duration) (string, error)
+	AttestationToken(ctx context.Context) (string, error)
+	DeviceUUID(ctx context.Context) (string, error)
+	Credentials(ctx context.Context, secTag int) ([]atmodem.Credential, error)
+	WriteCredential(ctx context.Context, secTag, typ int, pem string) error
+	// Done is closed when the port is lost or closed.
+	Done() <-chan struct{}
+	Close() error
+}
+
+// urcSubscriber is the optional capability of a Modem to deliver unsolicited result codes;
+// the daemon needs it only with Uplink "modem", to wait for LTE registration.
+type urcSubscriber interface {
+	Subscribe(prefixes ...string) (<-chan string, func())
+}
+
+// Session is one connection to the Provisioning Service for one attempt; both transports'
+// sessions provide it.
+type Session interface {
+	Fetch(ctx context.Context, req transport.FetchRequest) ([]byte, error)
+	Upload(ctx context.Context, req transport.UploadRequest) error
+	Stats() transport.Stats
+	Close() error
+}
+
+// KV is the settings store; *store.File and *store.Memory provide it. Apply must be
+// all-or-nothing.
+type KV interface {
+	Get(key string) (string, error)
+	All() map[string]string
+	Apply(changes []store.Change) error
+}
+
+// Deps are the daemon's collaborators.
+type Deps struct {
+	// OpenModem opens the modem; called at start and after the modem was lost.
+	OpenModem func(ctx context.Context) (Modem, error)
+	// Dial opens a session to the service; called once per attempt.
+	Dial func(ctx context.Context) (Session, error)
+	// Store holds the protocol's keys and the daemon's own state under "provisiond/".
+	Store KV
+	// Logger receives the daemon's log; nil discards it.
+	Logger *zap.Logger
+	// Notify, if set, receives a one-line status after each attempt (sd_notify STATUS).
+	Notify func(state string)
+	// Now, if set, replaces time.Now.
+	Now func() time.Time
+}
+
+// Daemon is the provisioning engine and scheduler. See the package documentation.
+type Daemon struct {
+	deps Deps
+	log  *zap.Logger
+	now  func() time.Time
+
+	// Test seams; set by New to the real thing.
+	after     func(time.Duration) (<-chan time.Time, func() bool) // scheduler timers
+	randN     func(n int64) int64                                 // spread
+	reopenMin time.Duration                                       // modem reopen backoff
+	reopenMax time.Duration
+	grace     time.Duration // how long an AT command may finish after cancellation
+	regWait   time.Duration // Uplink "modem": registration wait
+	idle      chan<- struct{}
+
+	trigger   chan struct{} // TriggerNow → scheduler, coalescing (capacity 1)
+	resched   chan struct{} // SetInterval/Reconfigure → scheduler (capacity 1)
+	ready     chan struct{}
+	readyOnce sync.Once
+	running   atomic.Bool
+
+	mu     sync.Mutex // guards the fields below
+	cfg    Config
+	modem  Modem
+	hooks  *hookRunner
+	status statusState
+
+	// Only accessed by the goroutine in Run or RunOnce (one at a time, see running).
+	jwt      jwtCache
+	cursor   string
+	outbox   *outbox // pending upload; mirrors provisiond/outbox when the store works
+	attempts int
+	backoff  time.Duration
+	next     time.Time
+}
+
+// New checks cfg, fills its defaults and returns a Daemon. It does no I/O.
+func New(cfg Config, deps Deps) (*Daemon, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if deps.OpenModem == nil || deps.Dial == nil || deps.Store == nil {
+		return nil, fmt.Errorf("daemon: %w: OpenModem, Dial and Store are required", ErrInvalidConfig)
+	}
+	d := &Daemon{
+		deps:      deps,
+		log:       deps.Logger,
+		now:       deps.Now,
+		randN:     rand.Int64N,
+		reopenMin: time.Second,
+		reopenMax: 30 * time.Second,
+		grace:     20 * time.Second,
+		regWait:   defaultRegistrationWait,
+		trigger:   make(chan struct{}, 1),
+		resched:   make(chan struct{}, 1),
+		ready:     make(chan struct{}),
+		cfg:       cfg,
+	}
+	if d.log == nil {
+		d.log = zap.NewNop()
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	d.after = func(dur time.Duration) (<-chan time.Time, func() bool) {
+		t := time.NewTimer(dur)
+		return t.C, t.Stop
+	}
+	d.status.state = StateStarting
+	return d, nil
+}
+
+// config returns the current configuration.
+func (d *Daemon) config() Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// Reconfigure swaps in a new configuration (SIGHUP). An attempt in progress finishes with the
+// old one; the scheduler recomputes the next attempt time with the new one.
+func (d *Daemon) Reconfigure(cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	d.signalResched()
+	return nil
+}
+
+// TriggerNow asks for an attempt as soon as possible, also during a backoff. Requests made
+// while one is pending or an attempt runs coalesce into one more attempt.
+func (d *Daemon) TriggerNow() {
+	select {
+	case d.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) signalResched() {
+	select {
+	case d.resched <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed once the store's state was loaded and the modem answered for the first time.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+func (d *Daemon) markReady() { d.readyOnce.Do(func() { close(d.ready) }) }
+
+// currentModem returns the open modem, or nil.
+func (d *Daemon) currentModem() Modem {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.modem
+}
+
+// AttestationToken asks the modem for its attestation token (for claiming the device).
+func (d *Daemon) AttestationToken(ctx context.Context) (string, error) {
+	m := d.currentModem()
+	if m == nil {
+		return "", fmt.Errorf("daemon: attestation token: %w", ErrNoModem)
+	}
+	tok, err := m.AttestationToken(ctx)
+	if err != nil {
+		return "", fmt.Errorf("daemon: attestation token: %w", err)
+	}
+	return tok, nil
+}
+
+// DeviceUUID returns the modem's device UUID, read once per modem open.
+func (d *Daemon) DeviceUUID(ctx context.Context) (string, error) {
+	d.mu.Lock()
+	id, m := d.status.deviceUUID, d.modem
+	d.mu.Unlock()
+	if id != "" {
+		return id, nil
+	}
+	if m == nil {
+		return "", fmt.Errorf("daemon: device uuid: %w", ErrNoModem)
+	}
+	id, err := m.DeviceUUID(ctx)
+	if err != nil {
+		return "", fmt.Errorf("daemon: device uuid: %w", err)
+	}
+	d.mu.Lock()
+	d.status.deviceUUID = id
+	d.mu.Unlock()
+	return id, nil
+}
+
+// hasReservedPrefix reports whether key lies in the daemon's own subtree, which the service
+// must not be able to write (a hostile batch could otherwise forge the outbox).
+func hasReservedPrefix(key string) bool {
+	return len(key) >= len(reservedPrefix) && key[:len(reservedPrefix)] == reservedPrefix
+}

@@ -1,0 +1,322 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/store"
+	"github.com/provisiond/provisiond/internal/transport"
+)
+
+// Result is the outcome of one attempt.
+type Result struct {
+	// Event is the outcome event: DONE, NO_COMMANDS or one of the FAILED… events.
+	Event Event
+	// Reason explains a failure (empty on success).
+	Reason string
+	// Executed counts the AT and config commands run in this attempt; Failed counts the error
+	// responses uploaded or waiting for upload in it (a recovered interrupted command too).
+	Executed, Failed int
+	// Finished is true when a FINISHED ack was delivered.
+	Finished bool
+	// Err is the error behind a failure, for errors.Is.
+	Err error
+}
+
+// outcome is a Result plus what the scheduler does next.
+type outcome struct {
+	res       Result
+	backoff   bool // busy or timeout: back off instead of a normal interval
+	modemLost bool
+}
+
+// attempt runs one provisioning attempt between START and STOP events.
+func (d *Daemon) attempt(ctx context.Context) outcome {
+	cfg := d.config()
+	d.attempts++
+	n := d.attempts
+	started := d.now()
+	d.mu.Lock()
+	d.status.state = StateProvisioning
+	d.status.attempts = n
+	d.mu.Unlock()
+	d.emit(EventStart, eventInfo{attempt: n, cursor: d.cursor})
+
+	o := d.runAttempt(ctx, cfg, n)
+
+	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor}
+	if o.res.Event == EventFailedDeviceNotClaimed {
+		d.jwt = jwtCache{} // a rejected JWT is not worth reusing
+		info.token = d.claimToken(ctx)
+	}
+	d.emit(o.res.Event, info)
+	if o.res.Event == EventDone {
+		d.onFinished(ctx, cfg, n)
+	}
+	d.emit(EventStop, eventInfo{attempt: n, cursor: d.cursor})
+	d.mu.Lock()
+	d.status.last = &AttemptStatus{Number: n, Started: started, Finished: d.now(), Event: o.res.Event,
+		Reason: o.res.Reason, Executed: o.res.Executed, Failed: o.res.Failed}
+	d.mu.Unlock()
+	return o
+}
+
+// runAttempt is the loop of protocol.md §1.5/§2.4 with the durable outbox in front: a pending
+// outbox is delivered before anything is fetched; then fetch → decode → execute → upload
+// until no commands (NO_COMMANDS) or an acknowledged FINISHED (DONE).
+func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
+	var res Result
+	fail := func(err error) outcome { return d.failure(err, res) }
+
+	if _, err := d.token(ctx, cfg); err != nil {
+		return fail(err)
+	}
+	sess, err := d.deps.Dial(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("daemon: connect: %w", err))
+	}
+	defer func() {
+		st := sess.Stats()
+		if err := sess.Close(); err != nil {
+			d.log.Debug("closing the session", zap.Error(err))
+		}
+		d.log.Debug("attempt traffic", zap.Int("attempt", n), zap.Int("handshakes", st.Handshakes),
+			zap.Int("requests", st.Requests), zap.Int64("bytes_sent", st.BytesSent),
+			zap.Int64("bytes_received", st.BytesReceived))
+	}()
+
+	if ob := d.outbox; ob != nil {
+		d.log.Info("uploading results kept from an earlier attempt", zap.Int("attempt", n),
+			zap.Int("responses", len(ob.Responses)), zap.String("correlation_id", ob.Cursor))
+		res.Failed += countFailed(ob)
+		if err := d.deliver(ctx, cfg, sess, ob); err != nil {
+			return fail(err)
+		}
+		if ob.finished() {
+			res.Event, res.Finished = EventDone, true
+			return outcome{res: res}
+		}
+	}
+
+	for range maxRoundsPerAttempt {
+		if err := ctx.Err(); err != nil {
+			return fail(fmt.Errorf("daemon: attempt: %w", err))
+		}
+		tok, err := d.token(ctx, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		body, err := sess.Fetch(ctx, transport.FetchRequest{
+			After: d.cursor, RxMaxSize: cfg.RxBufSize, TxMaxSize: cfg.TxBufSize, Limit: cfg.MaxCommands,
+			ModemVersion: d.modemVersion(), ClientVersion: cfg.ClientVersion, JWT: tok,
+		})
+		if errors.Is(err, transport.ErrNoCommands) {
+			res.Event = EventNoCommands
+			return outcome{res: res}
+		}
+		if err != nil {
+			return fail(fmt.Errorf("daemon: fetch: %w", err))
+		}
+		cmds, err := proto.DecodeCommands(body, cfg.MaxCommands)
+		if err != nil {
+			// Nothing is executed and nothing uploaded; the service keeps the batch.
+			d.log.Warn("batch refused", zap.Int("attempt", n), zap.Int("bytes", len(body)), zap.Error(err))
+			return fail(fmt.Errorf("daemon: decode batch: %w", err))
+		}
+		d.log.Info("batch received", zap.Int("attempt", n), zap.Int("commands", len(cmds)),
+			zap.String("first_id", cmds[0].ID))
+		br := d.executeBatch(ctx, cfg, n, cmds)
+		res.Executed += br.executed
+		res.Failed += br.failed
+		if br.uplink != nil {
+			return fail(br.uplink)
+		}
+		if br.outbox != nil {
+			if err := d.deliver(ctx, cfg, sess, br.outbox); err != nil {
+				return fail(err)
+			}
+		}
+		if br.stopped != nil {
+			return fail(br.stopped)
+		}
+		if br.outbox != nil && br.outbox.finished() {
+			res.Event, res.Finished = EventDone, true
+			return outcome{res: res}
+		}
+	}
+	return fail(fmt.Errorf("daemon: attempt: still getting batches after %d rounds", maxRoundsPerAttempt))
+}
+
+func countFailed(ob *outbox) int {
+	n := 0
+	for _, r := range ob.Responses {
+		if r.failed() {
+			n++
+		}
+	}
+	return n
+}
+
+func (d *Daemon) modemVersion() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.status.modemVersion
+}
+
+// deliver uploads ob and, once the service took it, persists the cursor and deletes the
+// outbox in one Apply. A failed upload keeps the outbox for the next attempt.
+func (d *Daemon) deliver(ctx context.Context, cfg Config, sess Session, ob *outbox) error {
+	body, err := proto.EncodeResponses(ob.responses())
+	if err != nil {
+		// Every text was made valid UTF-8 when recorded, so this is a bug; an outbox that can
+		// never be encoded would block provisioning for good.
+		d.log.Error("pending results cannot be encoded; dropped", zap.Any("responses", ob.Responses), zap.Error(err))
+		d.finishOutbox(cfg, ob)
+		return fmt.Errorf("daemon: encode responses: %w", err)
+	}
+	if cfg.TxBufSize > 0 && len(body) > cfg.TxBufSize {
+		// The device library gives up here and reports NO_COMMANDS (protocol.md §4.1 step 7,
+		// §12.10), losing results of commands that already ran. The host has no such buffer:
+		// tx_buf_size is only what we advertise, so we send the whole batch and say so.
+		d.log.Warn("responses exceed tx_buf_size; uploading them anyway so no result is lost",
+			zap.Int("bytes", len(body)), zap.Int("tx_buf_size", cfg.TxBufSize))
+	}
+	tok, err := d.token(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	err = sess.Upload(ctx, transport.UploadRequest{JWT: tok, Body: body,
+		ModemVersion: d.modemVersion(), ClientVersion: cfg.ClientVersion})
+	if err != nil {
+		d.log.Warn("upload failed; results kept for the next attempt", zap.Int("responses", len(ob.Responses)),
+			zap.String("correlation_id", ob.Cursor), zap.Error(err))
+		return fmt.Errorf("daemon: upload: %w", err)
+	}
+	d.log.Info("results uploaded", zap.Int("responses", len(ob.Responses)), zap.String("correlation_id", ob.Cursor))
+	d.finishOutbox(cfg, ob)
+	return nil
+}
+
+// finishOutbox persists the cursor of a delivered outbox and deletes it, in one Apply.
+func (d *Daemon) finishOutbox(cfg Config, ob *outbox) {
+	changes := []store.Change{del(keyOutbox), del(keyJournal)}
+	if ob.Cursor != "" {
+		changes = append(changes, store.Change{Key: cfg.StorePrefix + "/" + subkeyCursor, Value: ob.Cursor})
+		d.cursor = ob.Cursor
+	}
+	if err := d.deps.Store.Apply(changes); err != nil {
+		// The results were delivered; after a restart they would be delivered once more
+		// (a duplicate upload, never a re-execution).
+		d.log.Error("could not persist the cursor after an upload", zap.Error(err))
+	}
+	d.outbox = nil
+	d.setCursorStatus(d.cursor, nil)
+}
+
+// failure maps an error to the outcome event (protocol.md §4.8).
+func (d *Daemon) failure(err error, res Result) outcome {
+	res.Event, res.Err, res.Reason = EventFailed, err, reasonOf(err)
+	o := outcome{res: res}
+	var lim *proto.LimitError
+	switch {
+	case errors.Is(err, context.Canceled):
+		res.Reason = "cancelled: provisiond is stopping"
+	case errors.Is(err, ErrNoValidTime):
+		res.Event = EventFailedNoValidDatetime
+	case errors.Is(err, transport.ErrNotClaimed):
+		res.Event = EventFailedDeviceNotClaimed
+	case errors.Is(err, transport.ErrWrongRootCA):
+		res.Event = EventFailedWrongRootCA
+	case errors.As(err, &lim), errors.Is(err, proto.ErrTooMany):
+		res.Event = EventFailedTooManyCommands
+	case isModemLost(err):
+		// Waiting for the modem to come back is the Run loop's job; the next attempt after
+		// that is a backoff away, so a modem that dies on every batch is not hammered.
+		o.modemLost, o.backoff = true, true
+	case transport.Backoff(err), errors.Is(err, atmodem.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		o.backoff = true
+	}
+	o.res = res
+	return o
+}
+
+// reasonOf is the one-line reason kept in events and status.
+func reasonOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.ToValidUTF8(truncate(err.Error(), 300), "\uFFFD")
+}
+
+// claimToken fetches the attestation token to pass with FAILED_DEVICE_NOT_CLAIMED (the owner
+// needs it to claim the device); empty if the modem cannot give one.
+func (d *Daemon) claimToken(ctx context.Context) string {
+	m := d.currentModem()
+	if m == nil {
+		return ""
+	}
+	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	tok, err := m.AttestationToken(tctx)
+	if err != nil {
+		d.log.Warn("device not claimed, and the attestation token could not be read", zap.Error(err))
+		return ""
+	}
+	return tok
+}
+
+// onFinished runs the on_finished action after DONE.
+func (d *Daemon) onFinished(ctx context.Context, cfg Config, n int) {
+	switch cfg.OnFinished {
+	case OnFinishedModemRestart:
+		m := d.currentModem()
+		if m == nil {
+			return
+		}
+		if err := d.restartModem(ctx, m); err != nil {
+			d.log.Error("on_finished modem-restart failed", zap.Int("attempt", n), zap.Error(err))
+		}
+	case OnFinishedExec:
+		d.mu.Lock()
+		hooks, uuid := d.hooks, d.status.deviceUUID
+		d.mu.Unlock()
+		if hooks == nil {
+			return
+		}
+		rec := EventRecord{Time: d.now(), Event: EventDone, Attempt: n, CorrelationID: d.cursor}
+		hooks.enqueue(hookJob{argv: strings.Fields(cfg.OnFinishedExec), timeout: cfg.HookTimeout,
+			env: eventEnv(rec, uuid, ""), event: EventDone})
+	}
+}
+
+// restartModem goes through +CFUN=0 (a graceful shutdown for the modem's reset-loop guard,
+// modem.md §1.8) and back to the mode it had, so that new credentials are loaded.
+func (d *Daemon) restartModem(ctx context.Context, m Modem) error {
+	rctx, cancel := detached(ctx, 2*restoreTimeout)
+	defer cancel()
+	mode, err := m.FunctionalMode(rctx)
+	if err != nil {
+		return fmt.Errorf("daemon: modem restart: read mode: %w", err)
+	}
+	if mode != modePowerOff {
+		if err := d.deps.Store.Apply([]store.Change{{Key: keySavedCFUN, Value: strconv.Itoa(mode)}}); err != nil {
+			return fmt.Errorf("daemon: modem restart: save mode: %w: %w", ErrStore, err)
+		}
+	}
+	if err := m.SetFunctionalMode(rctx, modePowerOff); err != nil {
+		return fmt.Errorf("daemon: modem restart: +CFUN=0: %w", err)
+	}
+	d.log.Info("modem restarted through +CFUN=0 to load new credentials", zap.Int("mode", mode))
+	if mode == modePowerOff {
+		return nil
+	}
+	return d.restoreMode(rctx, m, mode, false)
+}

@@ -1,0 +1,301 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/store"
+)
+
+// Functional modes (modem.md §1.5).
+const (
+	modePowerOff = atmodem.ModePowerOff
+	modeOffline  = atmodem.ModeOffline
+	credRootCA   = atmodem.CredRootCA
+)
+
+// restoreTimeout bounds putting the modem back after a batch, also when the attempt was
+// cancelled (SIGTERM): the atmodem client's own limit for +CFUN writes is 60 s.
+const restoreTimeout = 65 * time.Second
+
+// isModemLost reports whether err means the modem is gone.
+func isModemLost(err error) bool {
+	return errors.Is(err, atmodem.ErrPortLost) || errors.Is(err, atmodem.ErrClosed) ||
+		errors.Is(err, ErrModemLost) || errors.Is(err, ErrNoModem)
+}
+
+// modemGone reports whether m's Done channel is closed.
+func modemGone(m Modem) bool {
+	select {
+	case <-m.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// detached returns a context that outlives ctx's cancellation, bounded by timeout, for work
+// that must happen even when the attempt is being cancelled (restoring the modem's mode).
+func detached(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+}
+
+// graceContext returns a context that is not cancelled with ctx at once: after ctx is done it
+// lives on for grace, so a running AT command can finish (SIGTERM must not cut a %CMNG write
+// in half).
+func graceContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-cctx.Done():
+		}
+	})
+	return cctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// goOffline reads the mode and, unless it is already 0 or 4, stores it under
+// provisiond/saved-cfun and sets +CFUN=4. The mode is stored before the switch so that a crash
+// in between restores it on the next start. saved is -1 when nothing was switched.
+func (d *Daemon) goOffline(ctx context.Context, m Modem, info eventInfo) (saved int, err error) {
+	mode, err := m.FunctionalMode(ctx)
+	if err != nil {
+		return -1, fmt.Errorf("daemon: read functional mode: %w", err)
+	}
+	if mode == modePowerOff || mode == modeOffline {
+		return -1, nil
+	}
+	if err := d.deps.Store.Apply([]store.Change{{Key: keySavedCFUN, Value: strconv.Itoa(mode)}}); err != nil {
+		// Without the saved mode a crash would leave the modem offline for good: don't switch.
+		return -1, fmt.Errorf("daemon: save functional mode: %w: %w", ErrStore, err)
+	}
+	d.emit(EventNeedLTEDeactivated, info)
+	if err := m.SetFunctionalMode(ctx, modeOffline); err != nil {
+		// The mode may or may not have changed; restoring it is harmless either way.
+		return mode, fmt.Errorf("daemon: set functional mode 4: %w", err)
+	}
+	return mode, nil
+}
+
+// restoreMode puts the modem back into mode, even when ctx is cancelled (bounded), and
+// deletes the saved mode unless keepSaved (the caller deletes it with its own write).
+func (d *Daemon) restoreMode(ctx context.Context, m Modem, mode int, keepSaved bool) error {
+	rctx, cancel := detached(ctx, restoreTimeout)
+	defer cancel()
+	if err := m.SetFunctionalMode(rctx, mode); err != nil {
+		d.log.Error("could not restore the modem's functional mode; it is restored on the next start",
+			zap.Int("mode", mode), zap.Error(err))
+		return fmt.Errorf("daemon: restore functional mode %d: %w", mode, err)
+	}
+	if !keepSaved {
+		if err := d.deps.Store.Apply([]store.Change{del(keySavedCFUN)}); err != nil {
+			d.log.Warn("could not clear the saved functional mode", zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// restoreSavedMode restores a mode left in the store by a crash while the modem was offline.
+func (d *Daemon) restoreSavedMode(ctx context.Context, m Modem) error {
+	v, ok, err := getOptional(d.deps.Store, keySavedCFUN)
+	if err != nil || !ok {
+		return err
+	}
+	mode, perr := strconv.Atoi(strings.TrimSpace(v))
+	if perr != nil || mode < 0 {
+		d.log.Error("saved functional mode unreadable; dropped", zap.String("value", v))
+		return d.deps.Store.Apply([]store.Change{del(keySavedCFUN)})
+	}
+	d.log.Warn("restoring the functional mode saved before a stop or crash", zap.Int("mode", mode))
+	if err := d.restoreMode(ctx, m, mode, false); err != nil {
+		return err
+	}
+	d.emit(EventNeedLTEActivated, eventInfo{reason: "mode restored after restart"})
+	return nil
+}
+
+// onModemOpen runs once per opened modem: restore a leftover mode, read the identity, and
+// write the root CA if needed. Only a lost modem is an error; the rest is logged.
+func (d *Daemon) onModemOpen(ctx context.Context, m Modem) error {
+	cfg := d.config()
+	d.mu.Lock()
+	d.modem = m
+	d.status.deviceUUID = ""
+	d.status.modemVersion = ""
+	d.mu.Unlock()
+	d.jwt = jwtCache{} // a JWT belongs to the modem that made it
+
+	if err := d.restoreSavedMode(ctx, m); err != nil && isModemLost(err) {
+		return err
+	}
+	ver, err := m.ShortSWVersion(ctx)
+	if err != nil {
+		if isModemLost(err) || ctx.Err() != nil {
+			return err
+		}
+		d.log.Warn("could not read the modem firmware version", zap.Error(err))
+	}
+	d.markReady() // the modem answered
+	uuid, err := m.DeviceUUID(ctx)
+	if err != nil {
+		if isModemLost(err) || ctx.Err() != nil {
+			return err
+		}
+		d.log.Warn("could not read the device UUID", zap.Error(err))
+	}
+	d.mu.Lock()
+	d.status.modemVersion = ver
+	d.status.deviceUUID = uuid
+	d.mu.Unlock()
+	d.log.Info("modem ready", zap.String("modem_version", ver), zap.String("device_uuid", uuid))
+
+	if err := d.ensureRootCA(ctx, m, cfg); err != nil {
+		if isModemLost(err) || ctx.Err() != nil {
+			return err
+		}
+		d.log.Error("root CA provisioning failed", zap.Int("sec_tag", cfg.RootCASecTag), zap.Error(err))
+	}
+	return nil
+}
+
+// ensureRootCA writes the service's root CA into the CA tag when that tag holds no CA
+// certificate, with the modem offline, and checks the hash the modem lists for it. An
+// existing credential is never overwritten.
+func (d *Daemon) ensureRootCA(ctx context.Context, m Modem, cfg Config) error {
+	if !cfg.ProvisionRootCA {
+		return nil
+	}
+	if cfg.RootCAPEM == "" {
+		return fmt.Errorf("daemon: root CA: no certificate for transport %q", cfg.Transport)
+	}
+	tag := cfg.RootCASecTag
+	creds, err := m.Credentials(ctx, tag)
+	if err != nil {
+		return fmt.Errorf("daemon: root CA: list sec tag %d: %w", tag, err)
+	}
+	if findCredential(creds, tag, credRootCA) != nil {
+		d.log.Debug("root CA present; left as it is", zap.Int("sec_tag", tag))
+		return nil
+	}
+	saved, err := d.goOffline(ctx, m, eventInfo{reason: "writing the root CA"})
+	if saved >= 0 {
+		defer func() {
+			if d.restoreMode(ctx, m, saved, false) == nil {
+				d.emit(EventNeedLTEActivated, eventInfo{reason: "root CA written"})
+			}
+		}()
+	}
+	if err != nil {
+		return err
+	}
+	wctx, cancel := detached(ctx, restoreTimeout) // never leave a half-written credential
+	defer cancel()
+	if err := m.WriteCredential(wctx, tag, credRootCA, cfg.RootCAPEM); err != nil {
+		return fmt.Errorf("daemon: root CA: write sec tag %d: %w", tag, err)
+	}
+	creds, err = m.Credentials(wctx, tag)
+	if err != nil {
+		return fmt.Errorf("daemon: root CA: verify sec tag %d: %w", tag, err)
+	}
+	c := findCredential(creds, tag, credRootCA)
+	switch {
+	case c == nil:
+		return fmt.Errorf("daemon: root CA: sec tag %d: not listed after the write", tag)
+	case c.SHA256 == "":
+		d.log.Info("root CA written; this modem firmware lists no hash to verify it", zap.Int("sec_tag", tag))
+	case !rootCAHashMatches(c.SHA256, cfg.RootCAPEM):
+		return fmt.Errorf("daemon: root CA: sec tag %d: modem lists SHA-256 %s, expected %s",
+			tag, c.SHA256, sha256Hex([]byte(cfg.RootCAPEM)))
+	default:
+		d.log.Info("root CA written and verified", zap.Int("sec_tag", tag), zap.String("sha256", c.SHA256))
+	}
+	return nil
+}
+
+func findCredential(creds []atmodem.Credential, tag, typ int) *atmodem.Credential {
+	for i := range creds {
+		if creds[i].SecTag == tag && creds[i].Type == typ {
+			return &creds[i]
+		}
+	}
+	return nil
+}
+
+// rootCAHashMatches compares the hash a modem lists for a credential with the PEM written.
+// Assumption (modem.md §1.1 says only "the SHA-256 of the entity as stored"): the modem hashes
+// the content exactly as written between the quotes of %CMNG. As that is not verified on
+// hardware, the same text with CRLF line ends, without its final line end, and the
+// certificate's DER are accepted too; anything else is a mismatch.
+func rootCAHashMatches(listed, pemText string) bool {
+	candidates := []string{
+		pemText,
+		strings.ReplaceAll(strings.ReplaceAll(pemText, "\r\n", "\n"), "\n", "\r\n"),
+		strings.TrimRight(pemText, "\r\n"),
+	}
+	if b, _ := pem.Decode([]byte(pemText)); b != nil {
+		if _, err := x509.ParseCertificate(b.Bytes); err == nil {
+			candidates = append(candidates, string(b.Bytes))
+		}
+	}
+	for _, c := range candidates {
+		if strings.EqualFold(listed, sha256Hex([]byte(c))) {
+			return true
+		}
+	}
+	return false
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+// waitRegistered waits for a +CEREG URC saying the modem is registered (1 home, 5 roaming),
+// for Uplink "modem" after the mode was restored. sub must have been taken before the
+// restore so that no URC is missed.
+func waitRegistered(ctx context.Context, urcs <-chan string, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case line, ok := <-urcs:
+			if !ok {
+				return fmt.Errorf("daemon: wait for LTE registration: %w", ErrModemLost)
+			}
+			if registeredURC(line) {
+				return nil
+			}
+		case <-t.C:
+			return fmt.Errorf("daemon: wait for LTE registration: none within %s: %w", timeout, context.DeadlineExceeded)
+		case <-ctx.Done():
+			return fmt.Errorf("daemon: wait for LTE registration: %w", ctx.Err())
+		}
+	}
+}
+
+// registeredURC reports whether line is "+CEREG: <stat>[,…]" with stat 1 or 5.
+func registeredURC(line string) bool {
+	rest, ok := strings.CutPrefix(line, "+CEREG:")
+	if !ok {
+		return false
+	}
+	stat, _, _ := strings.Cut(strings.TrimSpace(rest), ",")
+	return stat == "1" || stat == "5"
+}

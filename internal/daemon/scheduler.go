@@ -1,0 +1,271 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/provisiond/provisiond/internal/store"
+)
+
+// Run is the daemon: it opens the modem (waiting for it while it is missing), provisions the
+// root CA, and runs attempts at start (AutoStart), every interval, on TriggerNow and after
+// backoffs, until ctx is cancelled. An attempt in flight when ctx is cancelled lets its AT
+// command finish (bounded), restores the modem's mode and keeps its results in the outbox.
+// Run returns nil on cancellation and an error only when the daemon cannot run at all.
+func (d *Daemon) Run(ctx context.Context) error {
+	if !d.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer d.running.Store(false)
+	cfg := d.config()
+	d.startHooks()
+	defer d.stopHooks()
+	if err := d.loadState(cfg); err != nil {
+		d.emit(EventFatalError, eventInfo{reason: reasonOf(err)})
+		return err
+	}
+	if cfg.AutoStart {
+		d.next = d.now().Add(d.spread(cfg))
+	} else {
+		d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
+	}
+	d.setNext(d.next)
+
+	for {
+		m, err := d.openModem(ctx)
+		if err != nil {
+			return nil // only cancellation ends the wait
+		}
+		if err := d.onModemOpen(ctx, m); err == nil {
+			d.schedule(ctx, m)
+		} else if ctx.Err() == nil {
+			d.log.Warn("modem lost while starting up", zap.Error(err))
+		}
+		d.closeModem(m)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// RunOnce runs one attempt for `provisiond run --once`: opens the modem (no waiting),
+// provisions the root CA, delivers a pending outbox and provisions. The caller maps the
+// Result to an exit code (0 for DONE, or NO_COMMANDS with Failed == 0). The error is non-nil
+// when the attempt could not run or the modem was lost (the Result then says what was done).
+func (d *Daemon) RunOnce(ctx context.Context) (Result, error) {
+	if !d.running.CompareAndSwap(false, true) {
+		return Result{}, ErrRunning
+	}
+	defer d.running.Store(false)
+	cfg := d.config()
+	d.startHooks()
+	defer d.stopHooks()
+	if err := d.loadState(cfg); err != nil {
+		return Result{Event: EventFatalError, Reason: reasonOf(err), Err: err}, err
+	}
+	m, err := d.deps.OpenModem(ctx)
+	if err != nil {
+		err = fmt.Errorf("daemon: open modem: %w", err)
+		return Result{Event: EventFailed, Reason: reasonOf(err), Err: err}, err
+	}
+	defer d.closeModem(m)
+	if err := d.onModemOpen(ctx, m); err != nil {
+		err = fmt.Errorf("daemon: modem: %w", err)
+		return Result{Event: EventFailed, Reason: reasonOf(err), Err: err}, err
+	}
+	o := d.attempt(ctx)
+	d.notify(o.res, time.Time{})
+	if o.modemLost {
+		return o.res, fmt.Errorf("daemon: %w: %w", ErrModemLost, o.res.Err)
+	}
+	return o.res, nil
+}
+
+func (d *Daemon) startHooks() {
+	h := startHooks(d.log)
+	d.mu.Lock()
+	d.hooks = h
+	d.mu.Unlock()
+}
+
+// stopHooks gives queued hooks (STOP, DONE, on_finished) a bounded chance to run.
+func (d *Daemon) stopHooks() {
+	d.mu.Lock()
+	h, timeout := d.hooks, d.cfg.HookTimeout
+	d.hooks = nil
+	d.mu.Unlock()
+	h.stop(2 * timeout)
+}
+
+// openModem calls Deps.OpenModem until it succeeds, backing off from reopenMin to reopenMax.
+// It logs once per outage, not per try. The error is ctx's.
+func (d *Daemon) openModem(ctx context.Context) (Modem, error) {
+	delay := d.reopenMin
+	logged := false
+	for {
+		m, err := d.deps.OpenModem(ctx)
+		if err == nil {
+			if logged {
+				d.log.Info("modem is back")
+			}
+			return m, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !logged {
+			d.setState(StateWaitingForModem)
+			d.log.Warn("modem not available, waiting for it", zap.Error(err))
+			d.notifyText("waiting for the modem")
+			logged = true
+		} else {
+			d.log.Debug("modem still not available", zap.Error(err))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, d.reopenMax)
+	}
+}
+
+func (d *Daemon) closeModem(m Modem) {
+	d.mu.Lock()
+	if d.modem == m {
+		d.modem = nil
+	}
+	d.mu.Unlock()
+	if err := m.Close(); err != nil {
+		d.log.Debug("closing the modem", zap.Error(err))
+	}
+}
+
+// schedule runs attempts on m until ctx is cancelled or m is lost.
+func (d *Daemon) schedule(ctx context.Context, m Modem) {
+	for {
+		cfg := d.config()
+		state := StateIdle
+		if d.backoff > 0 {
+			state = StateBackoff
+		}
+		d.mu.Lock()
+		d.status.state = state
+		d.status.backoff = d.backoff
+		d.mu.Unlock()
+		if d.idle != nil {
+			d.idle <- struct{}{}
+		}
+		wait := max(d.next.Sub(d.now()), 0)
+		timer, stop := d.after(wait)
+		select {
+		case <-ctx.Done():
+			stop()
+			return
+		case <-m.Done():
+			stop()
+			d.log.Warn("modem disconnected, waiting for it to come back")
+			d.setState(StateWaitingForModem)
+			return
+		case <-d.resched:
+			stop()
+			if d.backoff == 0 {
+				d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
+				d.setNext(d.next)
+				d.emit(EventScheduledProvisioning, eventInfo{next: d.next, reason: "interval changed"})
+			}
+			continue
+		case <-d.trigger:
+			stop()
+		case <-timer:
+		}
+		o := d.attempt(ctx)
+		cfg = d.config() // an interval change made by the batch applies from now on
+		if o.backoff {
+			d.backoff = nextBackoff(d.backoff, cfg.InitialBackoff)
+			d.next = d.now().Add(d.backoff)
+		} else {
+			d.backoff = 0
+			d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
+		}
+		d.setNext(d.next)
+		d.emit(EventScheduledProvisioning, eventInfo{attempt: d.attempts, next: d.next})
+		d.notify(o.res, d.next)
+		if ctx.Err() != nil {
+			return
+		}
+		if o.modemLost || modemGone(m) {
+			d.log.Warn("modem disconnected, waiting for it to come back")
+			d.setState(StateWaitingForModem)
+			return
+		}
+	}
+}
+
+// nextBackoff doubles the backoff from initial, capped at MaxBackoff (protocol.md §4.7).
+func nextBackoff(cur, initial time.Duration) time.Duration {
+	if cur <= 0 {
+		return min(initial, MaxBackoff)
+	}
+	return min(2*cur, MaxBackoff)
+}
+
+// interval is the store's <prefix>/interval-sec when set and valid, else Config.Interval.
+func (d *Daemon) interval(cfg Config) time.Duration {
+	v, ok, err := getOptional(d.deps.Store, cfg.StorePrefix+"/"+subkeyInterval)
+	if err == nil && ok {
+		if n, valid := parseInterval(v); valid {
+			return time.Duration(n) * time.Second
+		}
+		d.log.Warn("stored interval is not a positive number; using the configured one",
+			zap.String("key", cfg.StorePrefix+"/"+subkeyInterval), zap.String("value", truncate(v, 40)))
+	}
+	return cfg.Interval
+}
+
+// spread is a random delay in [0, Config.Spread).
+func (d *Daemon) spread(cfg Config) time.Duration {
+	if cfg.Spread <= 0 {
+		return 0
+	}
+	return time.Duration(d.randN(int64(cfg.Spread)))
+}
+
+func (d *Daemon) setNext(t time.Time) {
+	d.mu.Lock()
+	d.status.next = t
+	d.mu.Unlock()
+}
+
+// SetInterval stores the interval in <prefix>/interval-sec (0 means "use the configured
+// interval") and reschedules the next attempt from now, as the device library's
+// nrf_provisioning_set_interval does. A running attempt is not affected.
+func (d *Daemon) SetInterval(ctx context.Context, seconds int) error {
+	if seconds < 0 {
+		return fmt.Errorf("daemon: set interval %d: %w", seconds, ErrInvalidInterval)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cfg := d.config()
+	key := cfg.StorePrefix + "/" + subkeyInterval
+	if err := d.deps.Store.Apply([]store.Change{{Key: key, Value: strconv.Itoa(seconds)}}); err != nil {
+		return fmt.Errorf("daemon: set interval: %w", err)
+	}
+	d.signalResched()
+	return nil
+}
+
+func (d *Daemon) notify(res Result, next time.Time) { d.notifyText(notifyText(res, next)) }
+
+func (d *Daemon) notifyText(s string) {
+	if d.deps.Notify != nil {
+		d.deps.Notify(s)
+	}
+}
