@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,13 +65,7 @@ func writeSettingsJSON(w io.Writer, m map[string]string) error {
 
 func writeSettingsPlain(w io.Writer, m map[string]string) error {
 	var b strings.Builder
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := m[k]
 		// Quote what would break the one-line-per-key form or be read as quoted.
 		if strings.ContainsFunc(v, unicode.IsControl) || strings.HasPrefix(v, `"`) {
