@@ -409,19 +409,17 @@ func stormURC(cmdName string) string {
 	}
 }
 
-// garbageLine is line noise: control bytes and invalid UTF-8, sometimes nothing at all.
-// It never holds CR or LF, so line framing survives.
+// garbageLine is line noise: control bytes and bytes that can never be valid UTF-8 (lone
+// continuation bytes, 0xFE, 0xFF), sometimes nothing at all. It never holds CR or LF, so
+// line framing survives, and never decodes to printable text a client could take for an
+// answer.
 func garbageLine() string {
-	n := rand.IntN(12)
-	b := make([]byte, n)
+	b := make([]byte, rand.IntN(12))
 	for i := range b {
-		switch rand.IntN(3) {
-		case 0:
-			b[i] = byte(0x80 + rand.IntN(0x80)) // invalid as a UTF-8 start here
-		case 1:
-			b[i] = []byte{0x00, 0x01, 0x07, 0x1b, 0x7f, 0xff}[rand.IntN(6)]
-		default:
+		if rand.IntN(2) == 0 {
 			b[i] = byte(0x80 + rand.IntN(0x40))
+		} else {
+			b[i] = []byte{0x00, 0x01, 0x07, 0x1b, 0x7f, 0xfe, 0xff}[rand.IntN(7)]
 		}
 	}
 	return string(b)

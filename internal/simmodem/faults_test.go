@@ -162,3 +162,17 @@ func TestBaudLimit(t *testing.T) {
 		t.Fatalf("192 bytes + answer at 9600 baud took %v, want >= 200ms", el)
 	}
 }
+
+func TestGarbageLineNeverText(t *testing.T) {
+	for range 10000 {
+		g := garbageLine()
+		if strings.ContainsAny(g, "\r\n") {
+			t.Fatalf("garbage %q holds a line break", g)
+		}
+		for _, r := range g {
+			if r != utf8.RuneError && r >= 0x20 && r != 0x7f {
+				t.Fatalf("garbage %q decodes to printable %q", g, r)
+			}
+		}
+	}
+}

@@ -32,6 +32,9 @@ type PTY struct {
 	done   chan struct{} // closed when the current serve goroutine ends
 	err    error         // why the last serve goroutine ended
 	closed bool
+
+	closeDone chan struct{} // closed when Close has finished
+	closeErr  error         // set before closeDone closes
 }
 
 // ServePTY opens a pty pair, puts the slave in raw mode, and serves the modem on the master
@@ -39,7 +42,7 @@ type PTY struct {
 // slave and follows it across Replug.
 func (m *Modem) ServePTY(ctx context.Context) (*PTY, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &PTY{m: m, ctx: ctx, cancel: cancel, link: m.cfg.Link}
+	p := &PTY{m: m, ctx: ctx, cancel: cancel, link: m.cfg.Link, closeDone: make(chan struct{})}
 	p.mu.Lock()
 	err := p.plugLocked()
 	p.mu.Unlock()
@@ -232,6 +235,14 @@ func (p *PTY) Replug() error {
 	return p.plugLocked()
 }
 
+// Done is closed when the currently plugged pty stops being served (Unplug, an
+// UnplugDuring fault, Close). Replug makes a new one.
+func (p *PTY) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
 // Err returns why the last served pty stopped: ErrUnplugged for an UnplugDuring fault, a
 // read error after Unplug, context.Canceled after Close. Nil while serving.
 func (p *PTY) Err() error {
@@ -246,25 +257,27 @@ func (p *PTY) Err() error {
 }
 
 // Close stops serving, closes the pty and removes the Link. It waits for the serving
-// goroutine and is idempotent.
+// goroutine; concurrent and later calls wait for the first and return its result.
 func (p *PTY) Close() error {
 	p.cancel()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return nil
+		<-p.closeDone
+		return p.closeErr
 	}
 	p.closed = true
 	done := p.done
 	p.mu.Unlock()
+	defer close(p.closeDone)
 	<-done // cancellation unblocks the non-blocking master through its deadline
 	p.mu.Lock()
 	p.closeFilesLocked()
 	p.mu.Unlock()
 	if p.link != "" {
 		if err := os.Remove(p.link); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("simmodem: remove link: %w", err)
+			p.closeErr = fmt.Errorf("simmodem: remove link: %w", err)
 		}
 	}
-	return nil
+	return p.closeErr
 }
