@@ -36,6 +36,10 @@ func newRootCmd() *cobra.Command {
 	root.SetVersionTemplate("provisiond {{.Version}}\n")
 	root.AddCommand(
 		newVersionCmd(),
+		newDecodeCmd(),
+		newEncodeCmd(),
+		newSettingsCmd(),
+		newConfigCmd(),
 	)
 	return root
 }
