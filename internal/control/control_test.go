@@ -163,10 +163,10 @@ func TestErrors(t *testing.T) {
 			wantMsg:    "below the minimum",
 		},
 		{
-			name:       "zero interval refused before the backend",
-			call:       func(c *Client) error { return c.SetInterval(context.Background(), 0) },
+			name:       "negative interval refused before the backend",
+			call:       func(c *Client) error { return c.SetInterval(context.Background(), -5) },
 			wantStatus: http.StatusBadRequest,
-			wantMsg:    "positive number of seconds",
+			wantMsg:    "number of seconds >= 0, got -5",
 		},
 		{
 			name:       "uuid times out",
@@ -208,7 +208,7 @@ func TestRawRequests(t *testing.T) {
 		{name: "interval as text", method: "PUT", path: "/v1/interval", body: `{"seconds":"60"}`, wantStatus: 400, wantBody: `{"error":"body must be`},
 		{name: "interval without seconds", method: "PUT", path: "/v1/interval", body: `{}`, wantStatus: 400, wantBody: `{"error":"body must be`},
 		{name: "unknown field", method: "PUT", path: "/v1/interval", body: `{"seconds":60,"spread":1}`, wantStatus: 400, wantBody: `{"error":"body must be`},
-		{name: "negative", method: "PUT", path: "/v1/interval", body: `{"seconds":-1}`, wantStatus: 400, wantBody: `{"error":"interval must be a positive number of seconds, got -1"}`},
+		{name: "negative", method: "PUT", path: "/v1/interval", body: `{"seconds":-1}`, wantStatus: 400, wantBody: `{"error":"interval must be a number of seconds >= 0, got -1"}`},
 		{name: "interval", method: "GET", path: "/v1/interval", wantStatus: 200, wantBody: `{"seconds":60}`},
 		{name: "now", method: "POST", path: "/v1/now", wantStatus: 202, wantBody: `{"triggered":true}`},
 	}

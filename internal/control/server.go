@@ -9,10 +9,12 @@
 //	GET  /v1/token     {"token": "<attestation token>"}
 //	GET  /v1/uuid      {"uuid": "<device uuid>"}
 //	GET  /v1/interval  {"seconds": N}
-//	PUT  /v1/interval  body {"seconds": N}; persisted by the daemon; answers {"seconds": N}
+//	PUT  /v1/interval  body {"seconds": N}; persisted by the daemon (0: back to the configured
+//	                   interval); answers {"seconds": N}
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,7 +40,8 @@ type Backend interface {
 	TriggerNow()
 	// Interval returns the interval between scheduled attempts, in seconds.
 	Interval() int
-	// SetInterval changes and persists the interval; errors wrapping ErrInvalid mean bad input.
+	// SetInterval changes and persists the interval (0: back to the configured one); errors
+	// wrapping ErrInvalid mean bad input.
 	SetInterval(ctx context.Context, seconds int) error
 	// AttestationToken asks the modem for its attestation token.
 	AttestationToken(ctx context.Context) (string, error)
@@ -254,8 +257,8 @@ func (s *Server) setInterval(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body must be {\"seconds\": N}")
 		return
 	}
-	if *body.Seconds <= 0 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a positive number of seconds, got %d", *body.Seconds))
+	if *body.Seconds < 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a number of seconds >= 0, got %d", *body.Seconds))
 		return
 	}
 	if err := s.b.SetInterval(r.Context(), *body.Seconds); err != nil {
@@ -284,19 +287,20 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
+	// Encode first so that a failure can still become a clean 500. No HTML escaping: the
+	// answers are read by the CLI and by people with curl, not by browsers.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "encode response: " + err.Error()})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	b, _ := json.Marshal(errorBody{Error: msg})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
+	writeJSON(w, code, errorBody{Error: msg})
 }
