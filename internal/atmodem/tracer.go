@@ -129,6 +129,9 @@ func (d *traceDir) redact(line string) string {
 		}
 		return line
 	}
+	for keep < len(line) && line[keep] == ' ' {
+		keep++
+	}
 	rest := line[keep:]
 	if strings.Count(rest, `"`)%2 == 1 {
 		d.inSecret = true
