@@ -2,6 +2,8 @@ package proto
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"unicode/utf8"
 
@@ -91,9 +93,10 @@ type head struct {
 
 // readHead decodes the head at the start of b. It refuses reserved additional information and
 // indefinite lengths on types that cannot have them; minimality is reported, not enforced.
+// Its errors are bare reasons; callers wrap them with ErrMalformed and the field's name.
 func readHead(b []byte) (head, error) {
 	if len(b) == 0 {
-		return head{}, malformed("unexpected end of data")
+		return head{}, errors.New("unexpected end of data")
 	}
 	h := head{major: b[0] >> 5, minimal: true, size: 1}
 	ai := b[0] & 0x1f
@@ -103,7 +106,7 @@ func readHead(b []byte) (head, error) {
 	case ai <= 27:
 		n := 1 << (ai - 24) // 1, 2, 4 or 8 bytes
 		if len(b) < 1+n {
-			return head{}, malformed("unexpected end of data")
+			return head{}, errors.New("unexpected end of data")
 		}
 		switch n {
 		case 1:
@@ -133,10 +136,10 @@ func readHead(b []byte) (head, error) {
 		case majorBytes, majorText, majorArray, majorMap, majorOther:
 			h.indef = true
 		default:
-			return head{}, malformed("indefinite length on %s", majorName(h.major))
+			return head{}, fmt.Errorf("indefinite length on %s", majorName(h.major))
 		}
 	default:
-		return head{}, malformed("reserved additional information %d", ai)
+		return head{}, fmt.Errorf("reserved additional information %d", ai)
 	}
 	return h, nil
 }
@@ -193,34 +196,22 @@ type scanner struct {
 
 func (s *scanner) rest() int { return len(s.b) - s.off }
 
-// head reads one canonical head.
-func (s *scanner) head() (head, error) {
-	h, err := readHead(s.b[s.off:])
-	if err != nil {
-		return head{}, err
-	}
-	if h.indef {
-		if h.major == majorOther {
-			return head{}, malformed("unexpected break")
-		}
-		return head{}, malformed("indefinite-length %s (only definite lengths are canonical)", majorName(h.major))
-	}
-	if !h.minimal {
-		return head{}, malformed("non-minimal head for %s %d", majorName(h.major), h.arg)
-	}
-	s.off += h.size
-	return h, nil
-}
-
-// expect reads a head of the given major type; what names the field for the error.
+// expect reads one canonical head of the given major type; what names the field for errors.
 func (s *scanner) expect(major byte, what string) (head, error) {
-	h, err := s.head()
-	if err != nil {
-		return head{}, prefix(what, err)
-	}
-	if h.major != major {
+	h, err := readHead(s.b[s.off:])
+	switch {
+	case err != nil:
+		return head{}, malformed("%s: %v", what, err)
+	case h.indef && h.major == majorOther:
+		return head{}, malformed("%s: unexpected break", what)
+	case h.indef:
+		return head{}, malformed("%s: indefinite-length %s (only definite lengths are canonical)", what, majorName(h.major))
+	case !h.minimal:
+		return head{}, malformed("%s: non-minimal head for %s %d", what, majorName(h.major), h.arg)
+	case h.major != major:
 		return head{}, malformed("%s: got %s, want %s", what, majorName(h.major), majorName(major))
 	}
+	s.off += h.size
 	return h, nil
 }
 
@@ -229,8 +220,8 @@ func (s *scanner) uint(what string) (uint64, error) {
 	return h.arg, err
 }
 
-// text reads a text string of at most max bytes.
-func (s *scanner) text(what string, max int) (string, error) {
+// text reads a text string of at most limit bytes (no limit when negative).
+func (s *scanner) text(what string, limit int) (string, error) {
 	h, err := s.expect(majorText, what)
 	if err != nil {
 		return "", err
@@ -238,8 +229,8 @@ func (s *scanner) text(what string, max int) (string, error) {
 	if h.arg > uint64(s.rest()) {
 		return "", malformed("%s: length %d runs past the end of the data", what, h.arg)
 	}
-	if max >= 0 && h.arg > uint64(max) {
-		return "", malformed("%s: %d bytes, limit %d", what, h.arg, max)
+	if limit >= 0 && h.arg > uint64(limit) {
+		return "", malformed("%s: %d bytes, limit %d", what, h.arg, limit)
 	}
 	raw := s.b[s.off : s.off+int(h.arg)]
 	if !utf8.Valid(raw) {
@@ -247,21 +238,6 @@ func (s *scanner) text(what string, max int) (string, error) {
 	}
 	s.off += int(h.arg)
 	return string(raw), nil
-}
-
-// prefix adds a field name to a head error that lacks one.
-func prefix(what string, err error) error {
-	return malformed("%s: %s", what, trimMalformed(err))
-}
-
-// trimMalformed returns err's text without the leading "malformed: ".
-func trimMalformed(err error) string {
-	const p = "malformed: "
-	s := err.Error()
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
 }
 
 // clampMax turns a caller's element limit into the one used: <= 0 means the default.

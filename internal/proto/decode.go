@@ -31,7 +31,7 @@ func DecodeCommands(data []byte, maxCommands int) ([]Command, error) {
 	return cmds, nil
 }
 
-func scanCommands(data []byte, max int) ([]Command, error) {
+func scanCommands(data []byte, limit int) ([]Command, error) {
 	if len(data) == 0 {
 		return nil, malformed("empty payload")
 	}
@@ -43,8 +43,8 @@ func scanCommands(data []byte, max int) ([]Command, error) {
 	if h.arg == 0 {
 		return nil, malformed("empty batch")
 	}
-	if h.arg > uint64(max) {
-		return nil, &LimitError{What: "commands", Limit: max, Got: countInt(h.arg)}
+	if h.arg > uint64(limit) {
+		return nil, &LimitError{What: "commands", Limit: limit, Got: countInt(h.arg)}
 	}
 	n := int(h.arg)
 	// Every command takes at least 3 bytes, so a count the data cannot hold allocates nothing.
@@ -192,7 +192,7 @@ func DecodeResponses(data []byte, maxResponses int) ([]Response, error) {
 	return rs, nil
 }
 
-func decodeResponses(data []byte, max int) ([]Response, error) {
+func decodeResponses(data []byte, limit int) ([]Response, error) {
 	if len(data) == 0 {
 		return nil, malformed("empty payload")
 	}
@@ -200,7 +200,7 @@ func decodeResponses(data []byte, max int) ([]Response, error) {
 	// decoded, also for indefinite arrays whose count is only known at the break.
 	h, err := readHead(data)
 	if err != nil {
-		return nil, prefix("batch", err)
+		return nil, malformed("batch: %v", err)
 	}
 	if h.major != majorArray {
 		return nil, malformed("batch: got %s, want array", majorName(h.major))
@@ -211,8 +211,8 @@ func decodeResponses(data []byte, max int) ([]Response, error) {
 		if h.arg == 0 {
 			return nil, malformed("empty batch")
 		}
-		if h.arg > uint64(max) {
-			return nil, &LimitError{What: "responses", Limit: max, Got: countInt(h.arg)}
+		if h.arg > uint64(limit) {
+			return nil, &LimitError{What: "responses", Limit: limit, Got: countInt(h.arg)}
 		}
 		rs = make([]Response, 0, min(int(h.arg), len(rest)/3))
 	}
@@ -225,8 +225,8 @@ func decodeResponses(data []byte, max int) ([]Response, error) {
 				rest = rest[1:]
 				break
 			}
-			if i >= max {
-				return nil, &LimitError{What: "responses", Limit: max, Got: i + 1}
+			if i >= limit {
+				return nil, &LimitError{What: "responses", Limit: limit, Got: i + 1}
 			}
 		} else if uint64(i) == h.arg {
 			break
@@ -265,7 +265,7 @@ func decodeResponse(b []byte) (Response, int, error) {
 	var r Response
 	h, err := readHead(b)
 	if err != nil {
-		return r, 0, prefix("response", err)
+		return r, 0, malformed("response: %v", err)
 	}
 	if h.major != majorArray {
 		return r, 0, malformed("response: got %s, want array", majorName(h.major))
@@ -323,7 +323,7 @@ func decodeResponse(b []byte) (Response, int, error) {
 func decodeField(raw cbor.RawMessage, major byte, what string, v any) error {
 	h, err := readHead(raw)
 	if err != nil {
-		return prefix(what, err)
+		return malformed("%s: %v", what, err)
 	}
 	if h.major != major {
 		return malformed("%s: got %s, want %s", what, majorName(h.major), majorName(major))

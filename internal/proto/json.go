@@ -136,14 +136,14 @@ type Batch struct {
 
 // DecodeBatch decodes a CBOR batch of commands (strictly, with DecodeCommands) or responses
 // (tolerantly, with DecodeResponses), telling them apart by the type number of the first
-// element: 99 and up means responses. A batch mixing both is malformed. max is the element
+// element: 99 and up means responses. A batch mixing both is malformed. limit is the element
 // limit (<= 0: DefaultMaxCommands).
-func DecodeBatch(data []byte, max int) (Batch, error) {
+func DecodeBatch(data []byte, limit int) (Batch, error) {
 	if isResponseBatch(data) {
-		rs, err := DecodeResponses(data, max)
+		rs, err := DecodeResponses(data, limit)
 		return Batch{Responses: rs}, err
 	}
-	cmds, err := DecodeCommands(data, max)
+	cmds, err := DecodeCommands(data, limit)
 	return Batch{Commands: cmds}, err
 }
 
@@ -259,8 +259,8 @@ func (b *Batch) UnmarshalJSON(data []byte) error {
 
 // DecodeBatchJSON decodes a CBOR batch with DecodeBatch and returns it as a JSON array with
 // one object per line, the form `provisiond decode` prints.
-func DecodeBatchJSON(data []byte, max int) ([]byte, error) {
-	b, err := DecodeBatch(data, max)
+func DecodeBatchJSON(data []byte, limit int) ([]byte, error) {
+	b, err := DecodeBatch(data, limit)
 	if err != nil {
 		return nil, err
 	}
