@@ -68,8 +68,7 @@ type fakeModem struct {
 	// dead makes every call fail with ErrPortLost without being recorded (after a "crash").
 	dead bool
 
-	done      chan struct{}
-	closeOnce sync.Once
+	done chan struct{} // guarded by mu; replaced by open after a Close
 }
 
 func newFakeModem() *fakeModem {
@@ -295,14 +294,38 @@ func (m *fakeModem) Subscribe(prefixes ...string) (<-chan string, func()) {
 	}
 }
 
-func (m *fakeModem) Done() <-chan struct{} { return m.done }
+func (m *fakeModem) Done() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.done
+}
 
 func (m *fakeModem) Close() error {
 	m.unplug()
 	return nil
 }
 
-func (m *fakeModem) unplug() { m.closeOnce.Do(func() { close(m.done) }) }
+func (m *fakeModem) unplug() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
+}
+
+// open gives a new connection to the same modem after a Close, as Deps.OpenModem does.
+func (m *fakeModem) open() *fakeModem {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.done:
+		m.done = make(chan struct{})
+	default:
+	}
+	return m
+}
 
 func (m *fakeModem) commands() []string {
 	m.mu.Lock()
@@ -511,7 +534,7 @@ func newHarness(t *testing.T, cfg Config, m *fakeModem, kv KV) *harness {
 	h.logs = logs
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
 	d, err := New(cfg, Deps{
-		OpenModem: func(ctx context.Context) (Modem, error) { h.opens++; return h.m, nil },
+		OpenModem: func(ctx context.Context) (Modem, error) { h.opens++; return h.m.open(), nil },
 		Dial:      h.cloud.Dial,
 		Store:     kv,
 		Logger:    log,

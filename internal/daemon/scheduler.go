@@ -150,7 +150,6 @@ func (d *Daemon) closeModem(m Modem) {
 // schedule runs attempts on m until ctx is cancelled or m is lost.
 func (d *Daemon) schedule(ctx context.Context, m Modem) {
 	for {
-		cfg := d.config()
 		state := StateIdle
 		if d.backoff > 0 {
 			state = StateBackoff
@@ -176,6 +175,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		case <-d.resched:
 			stop()
 			if d.backoff == 0 {
+				cfg := d.config()
 				d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
 				d.setNext(d.next)
 				d.emit(EventScheduledProvisioning, eventInfo{next: d.next, reason: "interval changed"})
@@ -186,7 +186,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		case <-timer:
 		}
 		o := d.attempt(ctx)
-		cfg = d.config() // an interval change made by the batch applies from now on
+		cfg := d.config() // an interval change made by the batch applies from now on
 		if o.backoff {
 			d.backoff = nextBackoff(d.backoff, cfg.InitialBackoff)
 			d.next = d.now().Add(d.backoff)
