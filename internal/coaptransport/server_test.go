@@ -95,6 +95,7 @@ type request struct {
 	Path          string
 	Queries       []string
 	ContentFormat int // -1 when absent
+	Block2        int // the Block2 option's value, -1 when absent
 	Body          []byte
 }
 
@@ -176,7 +177,10 @@ func newCoAPServer(t *testing.T, so serverOpts) *coapServer {
 }
 
 func (s *coapServer) serve(w mux.ResponseWriter, r *mux.Message) {
-	req := request{Method: r.Code(), ContentFormat: -1}
+	req := request{Method: r.Code(), ContentFormat: -1, Block2: -1}
+	if v, err := r.Options().GetUint32(message.Block2); err == nil {
+		req.Block2 = int(v)
+	}
 	req.Path, _ = r.Path()
 	req.Queries, _ = r.Queries()
 	if cf, err := r.ContentFormat(); err == nil {

@@ -126,6 +126,7 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 		query("rxMaxSize", strconv.Itoa(req.RxMaxSize)),
 		query("txMaxSize", strconv.Itoa(req.TxMaxSize)),
 		query("limit", strconv.Itoa(req.Limit)),
+		s.t.block2,
 	)
 	if err != nil {
 		return nil, s.netErr(ctx, "fetch", err)

@@ -22,6 +22,7 @@ import (
 	dtlsnet "github.com/pion/dtls/v3/pkg/net"
 	"github.com/pion/logging"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/options"
 
@@ -87,8 +88,10 @@ type Transport struct {
 	addr  string
 	roots *x509.CertPool
 	szx   blockwise.SZX
-	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
-	store *sessionStore // nil without SessionCache
+	// block2 is the initial Block2 option of every GET /p/cmd.
+	block2 message.Option
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	store  *sessionStore // nil without SessionCache
 }
 
 // New checks cfg, fills in defaults and loads the roots.
@@ -130,11 +133,12 @@ func New(cfg Config) (*Transport, error) {
 		dial = d.DialContext
 	}
 	t := &Transport{
-		cfg:   cfg,
-		addr:  net.JoinHostPort(cfg.Hostname, strconv.Itoa(cfg.Port)),
-		roots: roots,
-		szx:   szx,
-		dial:  dial,
+		cfg:    cfg,
+		addr:   net.JoinHostPort(cfg.Hostname, strconv.Itoa(cfg.Port)),
+		roots:  roots,
+		szx:    szx,
+		block2: block2Option(szx),
+		dial:   dial,
 	}
 	if cfg.SessionCache {
 		t.store = &sessionStore{m: make(map[string]piondtls.Session)}
@@ -247,4 +251,13 @@ func (st *sessionStore) id(key string) string {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return string(st.m[key].ID)
+}
+
+// block2Option is the Block2 option the device puts on its GET (NUM=0, M=0, SZX of the
+// configured block size, protocol.md §2.2): it asks the server for blocks of that size.
+func block2Option(szx blockwise.SZX) message.Option {
+	v, _ := blockwise.EncodeBlockOption(szx, 0, false) // szx is valid: New checked it
+	buf := make([]byte, 4)
+	n, _ := message.EncodeUint32(buf, v)
+	return message.Option{ID: message.Block2, Value: buf[:n]}
 }
