@@ -1,9 +1,11 @@
 package simcloud
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 )
@@ -90,4 +92,58 @@ func mustPublicPEM(t *testing.T, d testDevice) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestConcurrentDevices runs several devices over both transports at once while fault rules
+// change underneath them; with -race it checks the server's locking.
+func TestConcurrentDevices(t *testing.T) {
+	s := startServer(t, Config{})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s.SetFault(Fault{Kind: FaultSlow, Delay: time.Millisecond, Count: 1})
+			s.Faults()
+			s.Devices()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	t.Run("devices", func(t *testing.T) {
+		for i := range 6 {
+			transport := TransportHTTP
+			if i%2 == 1 {
+				transport = TransportCoAP
+			}
+			t.Run(fmt.Sprint(transport, i), func(t *testing.T) {
+				t.Parallel()
+				d := claimedDevice(t, s)
+				if _, err := s.Enqueue(d.uuid, Request{ClientCertificate: &ClientCertificateRequest{}},
+					Request{Config: &ConfigRequest{Properties: Properties{{Key: "provisioning/interval-sec", Value: "60"}}}},
+					Request{Finished: &FinishedRequest{}}); err != nil {
+					t.Fatal(err)
+				}
+				m := newFakeModem(d)
+				if transport == TransportHTTP {
+					runHTTP(t, newHTTPDevice(t, s, d), m)
+				} else {
+					runCoAP(t, newCoAPDevice(t, s, d, blockwise.SZX512), m)
+				}
+				js, _ := s.Jobs(d.uuid)
+				for _, j := range js {
+					if j.Status != StatusSucceeded {
+						t.Errorf("job %s (%s): %s", j.ID, j.Request.Type(), j.Status)
+					}
+				}
+				verifyClientCert(t, s, m.certs[DefaultSecTag], &m.keys[DefaultSecTag].PublicKey)
+			})
+		}
+	})
+	close(stop)
+	<-done
 }

@@ -11,6 +11,30 @@
 // a per-device command queue with the cursor semantics of protocol.md §4.1, and a record of
 // every uploaded response. Fault injection (SetFault) makes either transport misbehave on
 // purpose. A Server is safe for concurrent use; Close stops every goroutine it started.
+//
+// Owner API (JSON, "Authorization: Bearer <Config.APIKey>"), each route backed by a Go method:
+//
+//	POST   /v1/claimed-devices                       {"claimToken": "<attest>.<cose>", "tags": [...]}
+//	                                                 → 201 device (?dryrun=true → 202)   Claim
+//	GET    /v1/claimed-devices                       → {"items": [device], "total": n}
+//	GET    /v1/claimed-devices/{uuid}                → device                             Device
+//	DELETE /v1/claimed-devices/{uuid}                → 204                                Unclaim
+//	POST   /v1/claimed-devices/{uuid}/provisioning   {"description": "...", "request": {"<type>": {...}}}
+//	                                                 → 201 {"id": "<job id>"}             Enqueue
+//	GET    /v1/claimed-devices/{uuid}/provisioning   → {"items": [job]}                   Jobs
+//	GET    /v1/claimed-devices/{uuid}/provisioning/{id} → job with status and response    Job
+//	DELETE /v1/claimed-devices/{uuid}/provisioning/{id} → 204 if not delivered yet        Discard
+//	GET    /v1/sim/devices                           → every registered device            Devices
+//	PUT    /v1/sim/devices/{uuid}                    body: identity public key PEM → 201  RegisterDevicePEM
+//	GET    /v1/sim/devices/{uuid}/commands           → device-level commands + status     Commands
+//	GET    /v1/sim/devices/{uuid}/responses          → recorded uploads (hex CBOR + decoded) Responses
+//	GET|PUT|DELETE /v1/sim/faults                    {"items": [fault]}                   Faults, SetFault
+//	GET    /v1/sim/ca                                → the CA certificate PEM             CAPEM
+//
+// Request types: atRequest {command, parameters, ignoreCmeErrors}, config {properties},
+// finished {}, clientCertificate {secTag, content | attributes, keyUsage}, serverCertificate
+// {secTag, content}, certificateSigningRequest {secTag, attributes, keyUsage},
+// clientPrivateKeyGeneration {secTag}. Errors are {"code": <status>, "message": "..."}.
 package simcloud
 
 import (
