@@ -37,9 +37,6 @@ const (
 	detailLen = 200
 )
 
-// errClosed is returned by a Session after Close.
-var errClosed = errors.New("session closed")
-
 // Session is one DTLS session for one provisioning attempt. Fetch and Upload are meant to be
 // called from one goroutine, one at a time; Stats may be called from any goroutine. Close
 // ends the session, stops every goroutine it started and must not race with a running request.
@@ -112,7 +109,7 @@ func (s *Session) Close() error {
 // *transport.StatusError or a network error classified by transport.Classify.
 func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte, error) {
 	if s.closed.Load() {
-		return nil, fmt.Errorf("coap fetch: %w", errClosed)
+		return nil, fmt.Errorf("coap fetch: %w", ErrClosed)
 	}
 	req = req.WithDefaults()
 	if err := s.auth(ctx, req.JWT, req.ModemVersion, req.ClientVersion); err != nil {
@@ -151,7 +148,7 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 // outbox sent before any fetch, or a fresh JWT.
 func (s *Session) Upload(ctx context.Context, req transport.UploadRequest) error {
 	if s.closed.Load() {
-		return fmt.Errorf("coap upload: %w", errClosed)
+		return fmt.Errorf("coap upload: %w", ErrClosed)
 	}
 	if s.authJWT == "" || s.authJWT != req.JWT {
 		mver, cver := req.ModemVersion, req.ClientVersion

@@ -547,10 +547,10 @@ func TestCloseLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	goleak.VerifyNone(t, opt)
-	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, errClosed) {
+	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, ErrClosed) {
 		t.Errorf("Fetch after Close: got %v", err)
 	}
-	if err := s.Upload(context.Background(), transport.UploadRequest{}); !errors.Is(err, errClosed) {
+	if err := s.Upload(context.Background(), transport.UploadRequest{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Upload after Close: got %v", err)
 	}
 }

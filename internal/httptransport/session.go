@@ -3,7 +3,6 @@ package httptransport
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,9 +20,6 @@ const (
 	detailLen = 200
 	drainMax  = 64 << 10
 )
-
-// errClosed is returned by a Session after Close.
-var errClosed = errors.New("session closed")
 
 // Session is one provisioning attempt over one keep-alive TLS connection. Fetch and Upload are
 // meant to be called from one goroutine, one at a time; Stats may be called from any goroutine.
@@ -46,7 +42,7 @@ func (s *Session) dialTLS(ctx context.Context, _, _ string) (net.Conn, error) {
 	s.spare = nil
 	s.mu.Unlock()
 	if closed {
-		return nil, errClosed
+		return nil, ErrClosed
 	}
 	if conn != nil {
 		return conn, nil
@@ -135,7 +131,7 @@ func (s *Session) newRequest(ctx context.Context, method, path, rawQuery, jwt st
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, fmt.Errorf("http: %w", errClosed)
+		return nil, fmt.Errorf("http: %w", ErrClosed)
 	}
 	var rd io.Reader
 	if body != nil {

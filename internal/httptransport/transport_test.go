@@ -626,10 +626,10 @@ func TestClosedSession(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, errClosed) {
+	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Fetch after Close: got %v", err)
 	}
-	if err := s.Upload(context.Background(), transport.UploadRequest{}); !errors.Is(err, errClosed) {
+	if err := s.Upload(context.Background(), transport.UploadRequest{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Upload after Close: got %v", err)
 	}
 }
