@@ -283,6 +283,11 @@ func (s *session) unplug() {
 	s.m.mu.Unlock()
 	if s.cutFn != nil {
 		s.cutFn()
+		return
+	}
+	// A plain stream: wake a read blocked on it, if it has deadlines.
+	if d, ok := s.rw.(interface{ SetDeadline(time.Time) error }); ok {
+		_ = d.SetDeadline(time.Now())
 	}
 }
 

@@ -176,3 +176,26 @@ func TestGarbageLineNeverText(t *testing.T) {
 		}
 	}
 }
+
+func TestModemUnplugStream(t *testing.T) {
+	m, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	errc := make(chan error, 1)
+	go func() { errc <- m.Serve(context.Background(), server) }()
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	if _, err := io.WriteString(client, "AT\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for m.Stats().Commands == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	m.Unplug()
+	if err := <-errc; !errors.Is(err, ErrUnplugged) {
+		t.Fatalf("Serve() = %v, want ErrUnplugged", err)
+	}
+}

@@ -371,3 +371,18 @@ func (m *Modem) ClearFaults() {
 	m.garbage, m.unplugNext, m.dropEcho, m.splitWrites = 0, "", 0, 0
 	clear(m.cmeFor)
 }
+
+// Unplug cuts every stream the modem serves right now, as if the USB cable were pulled:
+// a pty's master is closed (see PTY.Unplug, which also allows Replug) and Serve returns
+// ErrUnplugged. A stream blocked in a read returns once its rw is closed or its deadline hits.
+func (m *Modem) Unplug() {
+	m.mu.Lock()
+	ss := make([]*session, 0, len(m.sessions))
+	for s := range m.sessions {
+		ss = append(ss, s)
+	}
+	m.mu.Unlock()
+	for _, s := range ss {
+		s.unplug()
+	}
+}

@@ -473,3 +473,24 @@ func TestPTYCloseOnCancel(t *testing.T) {
 		t.Fatalf("Replug after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestPTYModemUnplug: Modem.Unplug cuts the pty like PTY.Unplug, and Replug still works.
+func TestPTYModemUnplug(t *testing.T) {
+	m, p := startPTY(t, Config{})
+	c := dial(t, p.SlavePath(), atmodem.Config{})
+	if _, err := c.Command(ctxT(t), "AT"); err != nil {
+		t.Fatal(err)
+	}
+	m.Unplug()
+	<-c.Done()
+	<-p.Done()
+	if !errors.Is(c.Err(), atmodem.ErrPortLost) || !errors.Is(p.Err(), ErrUnplugged) {
+		t.Fatalf("client %v, pty %v", c.Err(), p.Err())
+	}
+	if err := p.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(t, p.SlavePath(), atmodem.Config{}).Command(ctxT(t), "AT"); err != nil {
+		t.Fatal(err)
+	}
+}
