@@ -55,8 +55,6 @@ type batch struct {
 	prepared      bool // CMEE and mode handled (first AT command)
 	savedCMEE     int  // -1: unchanged
 	savedMode     int  // -1: not switched
-	urcs          <-chan string
-	unsubscribe   func()
 }
 
 // executeBatch runs cmds per protocol.md §4.1–§4.5 and returns the batch's outbox. The
@@ -166,11 +164,6 @@ func (b *batch) prepare() error {
 			b.savedCMEE = cmee
 		}
 	}
-	if b.cfg.Uplink == UplinkModem {
-		if s, ok := b.m.(urcSubscriber); ok {
-			b.urcs, b.unsubscribe = s.Subscribe("+CEREG")
-		}
-	}
 	saved, err := b.d.goOffline(b.ctx, b.m, eventInfo{attempt: b.n, cursor: b.j.Cursor})
 	b.savedMode = saved
 	if err != nil {
@@ -182,9 +175,6 @@ func (b *batch) prepare() error {
 // finish restores CMEE and the modem's mode (also after failures, timeouts and cancellation:
 // a detached, bounded context) and, with Uplink "modem", waits for LTE registration.
 func (b *batch) finish() error {
-	if b.unsubscribe != nil {
-		defer b.unsubscribe()
-	}
 	if b.savedCMEE >= 0 && !modemGone(b.m) {
 		rctx, cancel := detached(b.ctx, restoreTimeout)
 		if err := b.m.SetCMEE(rctx, b.savedCMEE); err != nil {
@@ -195,6 +185,19 @@ func (b *batch) finish() error {
 	if b.savedMode < 0 {
 		return nil
 	}
+	var urcs <-chan string
+	if s, ok := b.m.(urcSubscriber); ok && b.cfg.Uplink == UplinkModem && !modemGone(b.m) {
+		// Subscribe before the mode comes back so that no registration URC is missed, and
+		// turn the URCs on: +CEREG reporting is off (n=0) after a modem boots.
+		var unsubscribe func()
+		urcs, unsubscribe = s.Subscribe("+CEREG")
+		defer unsubscribe()
+		rctx, cancel := detached(b.ctx, restoreTimeout)
+		if _, err := b.m.Command(rctx, "AT+CEREG=1"); err != nil {
+			b.d.log.Warn("could not turn on registration reports", zap.Error(err))
+		}
+		cancel()
+	}
 	if modemGone(b.m) || b.d.restoreMode(b.ctx, b.m, b.savedMode, true) != nil {
 		// The saved mode stays in the store and is restored when the modem is back.
 		return nil
@@ -204,11 +207,11 @@ func (b *batch) finish() error {
 	if b.cfg.Uplink != UplinkModem {
 		return nil // the host's network carries the upload: no waiting for LTE (design.md)
 	}
-	if b.urcs == nil {
+	if urcs == nil {
 		b.d.log.Warn("uplink is the modem but it delivers no URCs; not waiting for registration")
 		return nil
 	}
-	return waitRegistered(b.ctx, b.urcs, b.d.regWait)
+	return waitRegistered(b.ctx, urcs, b.d.regWait)
 }
 
 // writeJournal persists the batch state, with executing set to the command about to run (or

@@ -276,7 +276,6 @@ type Daemon struct {
 	reopenMax time.Duration
 	grace     time.Duration // how long an AT command may finish after cancellation
 	regWait   time.Duration // Uplink "modem": registration wait
-	idle      chan<- struct{}
 
 	trigger   chan struct{} // TriggerNow → scheduler, coalescing (capacity 1)
 	resched   chan struct{} // SetInterval/Reconfigure → scheduler (capacity 1)
@@ -297,6 +296,7 @@ type Daemon struct {
 	attempts int
 	backoff  time.Duration
 	next     time.Time
+	outage   bool // a modem outage was logged; the next successful open says it is back
 }
 
 // New checks cfg, fills its defaults and returns a Daemon. It does no I/O.

@@ -619,6 +619,10 @@ func TestUplinkModem(t *testing.T) {
 		if len(h.cloud.allUploads()) != 1 {
 			t.Error("not uploaded")
 		}
+		cmds := m.commands()
+		if i, j := indexOf(cmds, "AT+CEREG=1"), indexOf(cmds, "AT+CFUN=1"); i < 0 || j < i {
+			t.Errorf("commands = %q, want registration reports on before the mode is restored", cmds)
+		}
 	})
 	t.Run("no registration keeps the outbox and backs off", func(t *testing.T) {
 		cfg := testConfig()

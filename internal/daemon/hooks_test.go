@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -110,11 +111,14 @@ func TestHookScheduledHasNextAttempt(t *testing.T) {
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
+	// The last SCHEDULED_PROVISIONING is the one after the attempt (the first is at start).
 	var sched map[string]string
-	for name, env := range readEnvFiles(t, out) {
-		if strings.HasSuffix(name, "-SCHEDULED_PROVISIONING") {
-			sched = env
-		}
+	files := readEnvFiles(t, out)
+	for i := len(files); i >= 0 && sched == nil; i-- {
+		sched = files[fmt.Sprintf("%d-SCHEDULED_PROVISIONING", i)]
+	}
+	if first := files["0-SCHEDULED_PROVISIONING"]; first["PROVISIOND_NEXT_ATTEMPT"] != s.now.Format(time.RFC3339) {
+		t.Errorf("first SCHEDULED_PROVISIONING = %v, want the start time", first)
 	}
 	want := s.now.Add(DefaultInterval).Format(time.RFC3339)
 	if sched == nil || sched["PROVISIOND_NEXT_ATTEMPT"] != want {
@@ -125,18 +129,19 @@ func TestHookScheduledHasNextAttempt(t *testing.T) {
 // TestHookTimeout: a hanging hook (and its children) is killed after the timeout, logged,
 // and the hooks after it still run.
 func TestHookTimeout(t *testing.T) {
-	hooks, out := t.TempDir(), t.TempDir()
+	hanging, recording, out := t.TempDir(), t.TempDir(), t.TempDir()
 	t.Setenv("HOOK_OUT", out)
-	writeScript(t, hooks, "10-hang", "sleep 60 & sleep 60", 0o755)
-	writeScript(t, hooks, "20-record", recordHook, 0o755)
+	writeScript(t, hanging, "hang", "sleep 60 & sleep 60", 0o755)
+	writeScript(t, recording, "record", recordHook, 0o755)
 	core, logs := observer.New(zapcore.DebugLevel)
 	r := startHooks(zap.New(core))
-	r.enqueue(hookJob{dir: hooks, timeout: 3 * time.Second, env: []string{"PROVISIOND_EVENT=START"}, event: EventStart})
+	r.enqueue(hookJob{dir: hanging, timeout: 50 * time.Millisecond, event: EventStart})
+	r.enqueue(hookJob{dir: recording, timeout: time.Minute, env: []string{"PROVISIOND_EVENT=STOP"}, event: EventStop})
 	r.stop(time.Minute)
 	if logs.FilterMessage("hook killed after its timeout").Len() != 1 {
 		t.Errorf("logs = %v, want one timeout", logs.All())
 	}
-	if _, ok := readEnvFiles(t, out)["0-START"]; !ok {
+	if _, ok := readEnvFiles(t, out)["0-STOP"]; !ok {
 		t.Error("the hook after the hanging one did not run")
 	}
 }

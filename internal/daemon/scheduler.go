@@ -34,21 +34,59 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
 	}
 	d.setNext(d.next)
+	d.emit(EventScheduledProvisioning, eventInfo{next: d.next})
 
+	delay := d.reopenMin
 	for {
 		m, err := d.openModem(ctx)
 		if err != nil {
 			return nil // only cancellation ends the wait
 		}
-		if err := d.onModemOpen(ctx, m); err == nil {
+		err = d.onModemOpen(ctx, m)
+		if err == nil {
+			if d.outage {
+				d.outage = false
+				d.log.Info("modem is back")
+			}
+			delay = d.reopenMin
 			d.schedule(ctx, m)
-		} else if ctx.Err() == nil {
-			d.log.Warn("modem lost while starting up", zap.Error(err))
 		}
 		d.closeModem(m)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if err != nil {
+			// The port opens but the modem dies at once: don't spin.
+			d.logOutage("modem lost while starting up, waiting for it", err)
+			if !sleepCtx(ctx, delay) {
+				return nil
+			}
+			delay = min(2*delay, d.reopenMax)
+		}
+	}
+}
+
+// logOutage logs the start of a modem outage once; Run says when it is over.
+func (d *Daemon) logOutage(msg string, err error) {
+	d.setState(StateWaitingForModem)
+	if d.outage {
+		d.log.Debug(msg, zap.Error(err))
+		return
+	}
+	d.outage = true
+	d.log.Warn(msg, zap.Error(err))
+	d.notifyText("waiting for the modem")
+}
+
+// sleepCtx waits for dur or ctx; false when ctx ended.
+func sleepCtx(ctx context.Context, dur time.Duration) bool {
+	t := time.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -78,6 +116,7 @@ func (d *Daemon) RunOnce(ctx context.Context) (Result, error) {
 		return Result{Event: EventFailed, Reason: reasonOf(err), Err: err}, err
 	}
 	o := d.attempt(ctx)
+	d.setState(StateIdle)
 	d.notify(o.res, time.Time{})
 	if o.modemLost {
 		return o.res, fmt.Errorf("daemon: %w: %w", ErrModemLost, o.res.Err)
@@ -105,32 +144,17 @@ func (d *Daemon) stopHooks() {
 // It logs once per outage, not per try. The error is ctx's.
 func (d *Daemon) openModem(ctx context.Context) (Modem, error) {
 	delay := d.reopenMin
-	logged := false
 	for {
 		m, err := d.deps.OpenModem(ctx)
 		if err == nil {
-			if logged {
-				d.log.Info("modem is back")
-			}
 			return m, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !logged {
-			d.setState(StateWaitingForModem)
-			d.log.Warn("modem not available, waiting for it", zap.Error(err))
-			d.notifyText("waiting for the modem")
-			logged = true
-		} else {
-			d.log.Debug("modem still not available", zap.Error(err))
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		d.logOutage("modem not available, waiting for it", err)
+		if !sleepCtx(ctx, delay) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
 		delay = min(2*delay, d.reopenMax)
 	}
@@ -158,9 +182,6 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		d.status.state = state
 		d.status.backoff = d.backoff
 		d.mu.Unlock()
-		if d.idle != nil {
-			d.idle <- struct{}{}
-		}
 		wait := max(d.next.Sub(d.now()), 0)
 		timer, stop := d.after(wait)
 		select {
@@ -169,8 +190,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 			return
 		case <-m.Done():
 			stop()
-			d.log.Warn("modem disconnected, waiting for it to come back")
-			d.setState(StateWaitingForModem)
+			d.logOutage("modem disconnected, waiting for it to come back", nil)
 			return
 		case <-d.resched:
 			stop()
@@ -201,8 +221,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 			return
 		}
 		if o.modemLost || modemGone(m) {
-			d.log.Warn("modem disconnected, waiting for it to come back")
-			d.setState(StateWaitingForModem)
+			d.logOutage("modem disconnected, waiting for it to come back", o.res.Err)
 			return
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/provisiond/provisiond/internal/store"
 	"github.com/provisiond/provisiond/internal/transport"
 )
@@ -331,11 +333,13 @@ func TestModemLostAndReopened(t *testing.T) {
 	if len(second.commands()) == 0 || indexOf(second.commands(), "AT%JWT=0,300") < 0 {
 		t.Errorf("second modem not used: %q", second.commands())
 	}
-	if n := h.logs.FilterMessage("modem not available, waiting for it").Len(); n != 1 {
-		t.Errorf("logged the outage %d times, want once", n)
+	// One warning for the whole outage (three failed opens), one line when it is over.
+	warns := h.logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("modem").All()
+	if len(warns) != 1 || warns[0].Message != "modem disconnected, waiting for it to come back" {
+		t.Errorf("outage warnings = %v, want the disconnect once", warns)
 	}
-	if n := h.logs.FilterMessage("modem disconnected, waiting for it to come back").Len(); n != 1 {
-		t.Errorf("logged the disconnect %d times, want once", n)
+	if n := h.logs.FilterMessage("modem is back").Len(); n != 1 {
+		t.Errorf("logged the return %d times, want once", n)
 	}
 	select {
 	case <-h.d.Ready():
@@ -353,5 +357,39 @@ func TestRunTwice(t *testing.T) {
 	}
 	if _, err := h.d.RunOnce(context.Background()); !errors.Is(err, ErrRunning) {
 		t.Errorf("RunOnce during Run = %v, want ErrRunning", err)
+	}
+}
+
+// TestModemDiesAtStartup: a port that opens but whose modem is gone at once is retried with a
+// backoff and logged once, not in a tight loop.
+func TestModemDiesAtStartup(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	var mu sync.Mutex
+	opens := 0
+	good := h.m
+	h.d.deps.OpenModem = func(ctx context.Context) (Modem, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		opens++
+		if opens <= 3 {
+			dead := newFakeModem()
+			dead.dead = true
+			return dead, nil
+		}
+		return good.open(), nil
+	}
+	s := startRun(t, h)
+	s.next()
+	mu.Lock()
+	n := opens
+	mu.Unlock()
+	if n != 4 {
+		t.Errorf("opened %d times, want 4", n)
+	}
+	if got := h.logs.FilterMessage("modem lost while starting up, waiting for it").FilterLevelExact(zapcore.WarnLevel).Len(); got != 1 {
+		t.Errorf("startup loss warned %d times, want once", got)
+	}
+	if st := h.d.Status(); st.ModemVersion != good.version {
+		t.Errorf("status = %+v", st)
 	}
 }
