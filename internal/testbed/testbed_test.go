@@ -1,0 +1,192 @@
+package testbed
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/config"
+	"github.com/provisiond/provisiond/internal/simcloud"
+)
+
+func TestStart(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{name: "http defaults", opts: Options{}},
+		{name: "coap online modem", opts: Options{Transport: TransportCoAP, InitialMode: 1}},
+		{name: "stable link unclaimed", opts: Options{StableLink: true, Unclaimed: true, InitialMode: 4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			b, err := Start(ctx, tt.opts)
+			if err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			defer func() {
+				if err := b.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+				if _, err := os.Stat(b.Dir()); !os.IsNotExist(err) {
+					t.Errorf("Close left %s behind (stat: %v)", b.Dir(), err)
+				}
+			}()
+
+			cfg, err := config.Load(b.ConfigPath(), true)
+			if err != nil {
+				t.Fatalf("the written config does not load: %v", err)
+			}
+			wantTransport := tt.opts.Transport
+			if wantTransport == "" {
+				wantTransport = TransportHTTP
+			}
+			if cfg.Provisioning.Transport != wantTransport || b.Transport() != wantTransport {
+				t.Errorf("transport: config %q, bed %q, want %q", cfg.Provisioning.Transport, b.Transport(), wantTransport)
+			}
+			if cfg.Modem.Port != b.ModemPath() || cfg.Modem.FlowControl != "none" {
+				t.Errorf("modem: got port %q flow %q, want %q none", cfg.Modem.Port, cfg.Modem.FlowControl, b.ModemPath())
+			}
+			if tt.opts.StableLink && filepath.Dir(cfg.Modem.Port) != b.Dir() {
+				t.Errorf("stable link: got port %q, want a link in %s", cfg.Modem.Port, b.Dir())
+			}
+			if cfg.HTTP.CAFile != b.Cloud().CAFile() || cfg.CoAP.CAFile != b.Cloud().CAFile() {
+				t.Errorf("ca_file: got %q / %q, want %q", cfg.HTTP.CAFile, cfg.CoAP.CAFile, b.Cloud().CAFile())
+			}
+			if cfg.Store.Path != b.StorePath() || cfg.Control.Socket != b.SocketPath() {
+				t.Errorf("paths: got store %q socket %q", cfg.Store.Path, cfg.Control.Socket)
+			}
+			if cfg.Provisioning.HooksDir != "" || !cfg.Provisioning.AutoStart || cfg.Log.Format != "json" {
+				t.Errorf("got hooks %q auto_start %v log %q, want none, true, json",
+					cfg.Provisioning.HooksDir, cfg.Provisioning.AutoStart, cfg.Log.Format)
+			}
+
+			dev, err := b.Cloud().Device(b.UUID())
+			if err != nil {
+				t.Fatalf("device not registered: %v", err)
+			}
+			if dev.Claimed == tt.opts.Unclaimed {
+				t.Errorf("claimed: got %v, want %v", dev.Claimed, !tt.opts.Unclaimed)
+			}
+			if got := b.Modem().FunctionalMode(); got != tt.opts.InitialMode {
+				t.Errorf("initial mode: got %d, want %d", got, tt.opts.InitialMode)
+			}
+			if got := b.ModemCommands(); len(got) != 0 {
+				t.Errorf("ModemCommands after Start: got %q, want none", got)
+			}
+
+			// The configured port is a serial device the real client can talk to.
+			port, err := atmodem.OpenPort(cfg.Modem.Port, cfg.Modem.Baud, cfg.Modem.FlowControl)
+			if err != nil {
+				t.Fatalf("OpenPort: %v", err)
+			}
+			c := atmodem.New(port, atmodem.Config{})
+			id, err := c.DeviceUUID(ctx)
+			_ = c.Close()
+			if err != nil || id != b.UUID() {
+				t.Errorf("DeviceUUID over the pty: got %q, %v; want %q", id, err, b.UUID())
+			}
+			if got := b.ModemCommands(); len(got) == 0 || !strings.Contains(strings.Join(got, "\n"), "ATTESTTOKEN") {
+				t.Errorf("ModemCommands: got %q, want the attestation token request", got)
+			}
+		})
+	}
+}
+
+func TestStartRefusesBadOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{name: "transport", opts: Options{Transport: "mqtt"}},
+		{name: "initial mode", opts: Options{InitialMode: 21}},
+		{name: "config key without section", opts: Options{Settings: map[string]any{"transport": "http"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Start(context.Background(), tt.opts)
+			if err == nil {
+				_ = b.Close()
+				t.Fatal("Start: got nil error")
+			}
+		})
+	}
+}
+
+func TestWriteConfigAndQueue(t *testing.T) {
+	ctx := context.Background()
+	b, err := Start(ctx, Options{Settings: map[string]any{"provisioning.max_commands": 12}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.WriteConfig(map[string]any{"http.ca_file": "/nonexistent/ca.pem", "log.level": "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(b.ConfigPath(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.CAFile != "/nonexistent/ca.pem" || cfg.Log.Level != "debug" || cfg.Provisioning.MaxCommands != 12 {
+		t.Errorf("got ca_file %q level %q max_commands %d", cfg.HTTP.CAFile, cfg.Log.Level, cfg.Provisioning.MaxCommands)
+	}
+	if err := b.WriteConfig(map[string]any{"http.ca_file": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = config.Load(b.ConfigPath(), true); err != nil || cfg.HTTP.CAFile != b.Cloud().CAFile() {
+		t.Errorf("after removing the override: ca_file %q, %v", cfg.HTTP.CAFile, err)
+	}
+
+	jobs, err := b.QueueRealisticJob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, j := range jobs {
+		types = append(types, j.Request.Type())
+	}
+	if got, want := strings.Join(types, ","), "clientCertificate,config,finished"; got != want {
+		t.Errorf("jobs: got %s, want %s", got, want)
+	}
+	cmds, err := b.Cloud().Commands(b.UUID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cmds) != 5 || cmds[2].SetCommand != "%KEYGEN" || cmds[3].Properties[0].Key != IntervalKey {
+		t.Errorf("queued commands: got %+v", cmds)
+	}
+	for _, c := range cmds {
+		if c.Status != simcloud.StatusPending {
+			t.Errorf("command %s: got %s, want PENDING", c.ID, c.Status)
+		}
+	}
+}
+
+func TestParseLogLine(t *testing.T) {
+	tests := []struct {
+		name, line       string
+		json             bool
+		msg, event, want string
+	}{
+		{name: "event", line: `{"level":"info","ts":"x","caller":"c","msg":"provisioning event","event":"START","attempt":1}`,
+			json: true, msg: "provisioning event", event: "START", want: "1"},
+		{name: "other entry", line: `{"level":"warn","msg":"command failed","attempt":2}`, json: true, msg: "command failed", want: "2"},
+		{name: "plain", line: "provisiond: FAILED: 1 command(s) failed"},
+		{name: "broken json", line: `{"level":`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := ParseLogLine(tt.line)
+			if e.JSON() != tt.json || e.Msg != tt.msg || e.Event() != tt.event || e.Str("attempt") != tt.want || e.Raw != tt.line {
+				t.Errorf("got %+v", e)
+			}
+		})
+	}
+}
