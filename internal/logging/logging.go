@@ -120,7 +120,9 @@ func New(cfg Config) (*zap.Logger, error) {
 	}
 	return zap.New(core,
 		zap.AddCaller(),
-		zap.AddStacktrace(zapcore.ErrorLevel),
+		// Error entries report operational failures (a refused reload, a lost modem) whose
+		// stack says nothing; only DPanic and worse are bugs worth a stack trace.
+		zap.AddStacktrace(zapcore.DPanicLevel),
 		zap.ErrorOutput(out),
 	), nil
 }

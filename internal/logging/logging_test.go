@@ -97,14 +97,18 @@ func TestJournalStackTraceLinesKeepPriority(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log.Error("boom")
+	log.Error("refused") // operational error: one line, no stack
+	log.DPanic("boom")   // a bug: stack trace over several lines
 	lines := readLines(t, f)
-	if len(lines) < 2 {
-		t.Fatalf("want a multi-line entry with a stack trace, got %q", lines)
+	if len(lines) < 3 {
+		t.Fatalf("want one error line and a multi-line entry with a stack trace, got %q", lines)
 	}
-	for _, l := range lines {
-		if !strings.HasPrefix(l, "<3>") {
-			t.Errorf("line %q does not start with <3>", l)
+	if !strings.HasPrefix(lines[0], "<3>ERROR\t") || !strings.HasPrefix(lines[1], "<2>DPANIC\t") {
+		t.Errorf("error entry is not one line followed by the dpanic entry: %q", lines[:2])
+	}
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l, "<2>") {
+			t.Errorf("line %q does not start with <2>", l)
 		}
 	}
 }
