@@ -54,7 +54,8 @@ type batch struct {
 	persistBroken bool // a journal write failed: stop before the next command
 	prepared      bool // CMEE and mode handled (first AT command)
 	savedCMEE     int  // -1: unchanged
-	savedMode     int  // -1: not switched
+	savedMode     int  // -1: not switched, or restored
+	switched      bool // this batch stored the mode and switched the modem offline
 }
 
 // executeBatch runs cmds per protocol.md §4.1–§4.5 and returns the batch's outbox. The
@@ -122,8 +123,9 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 	res.uplink = b.finish()
 	ob := b.j.toOutbox()
 	extra := []store.Change{}
-	if b.savedMode < 0 {
-		// The mode was restored (or never changed); a crash from here on must not restore it.
+	if b.switched && b.savedMode < 0 {
+		// This batch stored the mode and has restored it: a crash from here on must not
+		// restore it again. (A mode saved by someone else is left for restoreSavedMode.)
 		extra = append(extra, del(keySavedCFUN))
 	}
 	if err := d.persistOutbox(ob, extra...); err != nil {
@@ -165,7 +167,7 @@ func (b *batch) prepare() error {
 		}
 	}
 	saved, err := b.d.goOffline(b.ctx, b.m, eventInfo{attempt: b.n, cursor: b.j.Cursor})
-	b.savedMode = saved
+	b.savedMode, b.switched = saved, saved >= 0
 	if err != nil {
 		return fmt.Errorf("daemon: batch: %w", err)
 	}

@@ -31,7 +31,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if cfg.AutoStart {
 		d.next = d.now().Add(d.spread(cfg))
 	} else {
-		d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
+		d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
 	}
 	d.setNext(d.next)
 	d.emit(EventScheduledProvisioning, eventInfo{next: d.next})
@@ -196,7 +196,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 			stop()
 			if d.backoff == 0 {
 				cfg := d.config()
-				d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
+				d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
 				d.setNext(d.next)
 				d.emit(EventScheduledProvisioning, eventInfo{next: d.next, reason: "interval changed"})
 			}
@@ -212,7 +212,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 			d.next = d.now().Add(d.backoff)
 		} else {
 			d.backoff = 0
-			d.next = d.now().Add(d.interval(cfg) + d.spread(cfg))
+			d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
 		}
 		d.setNext(d.next)
 		d.emit(EventScheduledProvisioning, eventInfo{attempt: d.attempts, next: d.next})
@@ -237,15 +237,37 @@ func nextBackoff(cur, initial time.Duration) time.Duration {
 
 // interval is the store's <prefix>/interval-sec when set and valid, else Config.Interval.
 func (d *Daemon) interval(cfg Config) time.Duration {
-	v, ok, err := getOptional(d.deps.Store, cfg.StorePrefix+"/"+subkeyInterval)
-	if err == nil && ok {
-		if n, valid := parseInterval(v); valid {
-			return time.Duration(n) * time.Second
-		}
-		d.log.Warn("stored interval is not a positive number; using the configured one",
-			zap.String("key", cfg.StorePrefix+"/"+subkeyInterval), zap.String("value", truncate(v, 40)))
+	n, _ := d.storedInterval(cfg)
+	if n > 0 {
+		return n
 	}
 	return cfg.Interval
+}
+
+// scheduleInterval is interval for the scheduler, which also says when a stored value is
+// unusable (a service may write anything there).
+func (d *Daemon) scheduleInterval(cfg Config) time.Duration {
+	n, raw := d.storedInterval(cfg)
+	if n > 0 {
+		return n
+	}
+	if raw != "" && raw != "0" { // 0 is how SetInterval says "use the configured interval"
+		d.log.Warn("stored interval is not a positive number; using the configured one",
+			zap.String("key", cfg.StorePrefix+"/"+subkeyInterval), zap.String("value", truncate(raw, 40)))
+	}
+	return cfg.Interval
+}
+
+// storedInterval reads <prefix>/interval-sec: the interval when valid, and the raw value.
+func (d *Daemon) storedInterval(cfg Config) (time.Duration, string) {
+	v, ok, err := getOptional(d.deps.Store, cfg.StorePrefix+"/"+subkeyInterval)
+	if err != nil || !ok {
+		return 0, ""
+	}
+	if n, valid := parseInterval(v); valid {
+		return time.Duration(n) * time.Second, v
+	}
+	return 0, v
 }
 
 // spread is a random delay in [0, Config.Spread).
