@@ -1,13 +1,19 @@
 package simcloud
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+
+	"github.com/provisiond/provisiond/internal/proto"
 )
 
 // TestFullJobEndToEnd claims a device through the owner API, queues a client-certificate job
@@ -146,4 +152,62 @@ func TestConcurrentDevices(t *testing.T) {
 	})
 	close(stop)
 	<-done
+}
+
+// TestCoAPLargeTransfers moves a batch and an upload that exceed one datagram: go-coap
+// must split the batch with Block2 (at the block size the client asks for, as Zephyr does
+// with its initial Block2 option) and reassemble a Block1 upload.
+func TestCoAPLargeTransfers(t *testing.T) {
+	s := startServer(t, Config{})
+	dev := claimedDevice(t, s)
+	big := strings.Repeat("A", 3000)
+	for _, szx := range []blockwise.SZX{blockwise.SZX64, blockwise.SZX256, blockwise.SZX1024} {
+		t.Run(fmt.Sprint(szx.Size()), func(t *testing.T) {
+			jobs, err := s.Enqueue(dev.uuid, Request{ServerCertificate: &CredentialRequest{SecTag: 1, Content: big}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newCoAPDevice(t, s, dev, szx)
+			if code, err := c.auth(dev.jwt(t)); err != nil || code != codes.Created {
+				t.Fatalf("auth %v %v", code, err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			req, err := c.cc.NewGetRequest(ctx, pathCommands, queries("after=", "rxMaxSize=8192")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			block, err := blockwise.EncodeBlockOption(szx, 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.SetOptionUint32(message.Block2, block)
+			resp, err := c.cc.Do(req)
+			c.cc.ReleaseMessage(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := resp.ReadBody()
+			c.cc.ReleaseMessage(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds, err := proto.DecodeCommands(body, 10)
+			if err != nil || len(cmds) != 1 || !strings.Contains(cmds[0].Parameters, big) {
+				t.Fatalf("batch of %d bytes: %v", len(body), err)
+			}
+			up, err := proto.EncodeResponses([]proto.Response{{ID: jobs[0].ID + ".e", Kind: proto.KindError, CMEError: 527, Message: big}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code := c.upload(up); code != codes.Changed {
+				t.Fatalf("upload: %v", code)
+			}
+			ups, _ := s.Responses(dev.uuid)
+			last := ups[len(ups)-1]
+			if !bytes.Equal(last.Raw, up) || last.Transport != TransportCoAP {
+				t.Errorf("recorded upload differs: %d bytes, want %d", len(last.Raw), len(up))
+			}
+		})
+	}
 }
