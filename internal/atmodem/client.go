@@ -9,17 +9,19 @@
 // # Late answers
 //
 // A command that times out may still be answered later. Its late answer must not be taken
-// for the next command's, so after a timeout the client is "stale":
-//   - while idle, lines are drained; the stale command's final result ends the stale state;
-//   - if the next command arrives while still stale, the client first sends a harmless read
+// for the next command's, so the client counts the timed-out exchanges still on the wire:
+//   - while idle, arriving lines are drained, and each final result settles one of them;
+//   - if a command arrives while some are unsettled, the client first sends a harmless read
 //     (a probe: AT+CMEE?, AT+CFUN? or AT+CGSN=1) and waits for a final result that follows
-//     the probe's own information line (+CMEE: …). Everything before it, including the stale
-//     final result, is discarded. The probe differs from the stale command and from the
-//     previous probe, so neither of their late answers can be taken for this probe's.
+//     the probe's own information line (+CMEE: …). The modem answers in order, so everything
+//     before it (late answers, their final results) is discarded, and after it the line is
+//     in step again. The probe differs from the timed-out command and from the previous
+//     unanswered probe, so neither of their late answers can pass for this probe's.
 //
 // The probe runs within the new command's deadline; if it gets no answer the command fails
-// with ErrTimeout and the client stays stale. MaxTimeouts timeouts in a row (10 by default,
-// as ModemManager) mean the device is gone: ErrPortLost.
+// with ErrTimeout and the count grows by one. MaxTimeouts timeouts in a row (10 by default,
+// as in ModemManager) mean the device is gone: ErrPortLost. A cancelled context is not a
+// timeout, but a command cancelled after it was written is unsettled like one.
 package atmodem
 
 import (
@@ -143,6 +145,18 @@ type subscriber struct {
 // timeouts) it closes rw if rw is an io.Closer, which is also the only way to end a Read in
 // progress. If rw is not an io.Closer, the reader goroutine lives until its Read returns.
 func New(rw io.ReadWriter, cfg Config) *Client {
+	c := newState(rw, cfg)
+	var ioWG sync.WaitGroup
+	ioWG.Add(2)
+	go func() { defer ioWG.Done(); c.readLoop() }()
+	go func() { defer ioWG.Done(); c.writeLoop() }()
+	go func() { ioWG.Wait(); close(c.ioDone) }()
+	go c.loop()
+	return c
+}
+
+// newState builds a client without starting its goroutines.
+func newState(rw io.ReadWriter, cfg Config) *Client {
 	c := &Client{
 		rw:        rw,
 		reqs:      make(chan *request),
@@ -156,12 +170,6 @@ func New(rw io.ReadWriter, cfg Config) *Client {
 	}
 	c.cfg, c.terminator, c.cfgErr = withDefaults(cfg)
 	c.lastProbe = -1
-	var ioWG sync.WaitGroup
-	ioWG.Add(2)
-	go func() { defer ioWG.Done(); c.readLoop() }()
-	go func() { defer ioWG.Done(); c.writeLoop() }()
-	go func() { ioWG.Wait(); close(c.ioDone) }()
-	go c.loop()
 	return c
 }
 
@@ -338,8 +346,7 @@ func matchesAny(line string, prefixes []string) bool {
 // readLoop turns the port's bytes into lines for the loop. It is the only reader of rw.
 func (c *Client) readLoop() {
 	buf := make([]byte, 4096)
-	line := make([]byte, 0, 256)
-	discarding := false // inside an overlong line, until its terminator
+	var sp lineSplitter
 	zeroReads := 0
 	send := func(ev readEvent) bool {
 		select {
@@ -351,35 +358,8 @@ func (c *Client) readLoop() {
 	}
 	for {
 		n, err := c.rw.Read(buf)
-		for _, b := range buf[:n] {
-			switch {
-			case b == '\r' || b == '\n':
-				if discarding {
-					discarding = false
-					continue
-				}
-				if len(line) == 0 {
-					continue
-				}
-				s, dirty := sanitizeLine(line)
-				line = line[:0]
-				if dirty {
-					c.stats.garbage.Add(1)
-				}
-				if s != "" && !send(readEvent{line: s}) {
-					return
-				}
-			case discarding:
-			case len(line) >= maxLineLen:
-				discarding = true
-				line = line[:0]
-				c.stats.overlong.Add(1)
-				if !send(readEvent{overlong: true}) {
-					return
-				}
-			default:
-				line = append(line, b)
-			}
+		if !c.split(&sp, buf[:n], send) {
+			return
 		}
 		if err != nil {
 			send(readEvent{err: err})
@@ -402,6 +382,49 @@ func (c *Client) readLoop() {
 			}
 		}
 	}
+}
+
+// lineSplitter is the reader's partial line. Lines end at CR or LF; empty lines vanish.
+type lineSplitter struct {
+	line       []byte
+	discarding bool // inside an overlong line, until its terminator
+	max        int  // longest line kept; 0 means maxLineLen (tests use less)
+}
+
+// split feeds p through sp and emits each complete line (sanitized) and each overlong line.
+// It stops early, returning false, when emit does.
+func (c *Client) split(sp *lineSplitter, p []byte, emit func(readEvent) bool) bool {
+	for _, b := range p {
+		switch {
+		case b == '\r' || b == '\n':
+			if sp.discarding {
+				sp.discarding = false
+				continue
+			}
+			if len(sp.line) == 0 {
+				continue
+			}
+			s, dirty := sanitizeLine(sp.line)
+			sp.line = sp.line[:0]
+			if dirty {
+				c.stats.garbage.Add(1)
+			}
+			if s != "" && !emit(readEvent{line: s}) {
+				return false
+			}
+		case sp.discarding:
+		case len(sp.line) >= maxLineLen || (sp.max > 0 && len(sp.line) >= sp.max):
+			sp.discarding = true
+			sp.line = sp.line[:0]
+			c.stats.overlong.Add(1)
+			if !emit(readEvent{overlong: true}) {
+				return false
+			}
+		default:
+			sp.line = append(sp.line, b)
+		}
+	}
+	return true
 }
 
 // writeLoop writes whole commands. It is the only writer of rw.

@@ -77,23 +77,9 @@ func (c *Client) loop() {
 		case req := <-reqs:
 			c.begin(req)
 		case ev := <-c.events:
-			switch {
-			case ev.err != nil:
-				why = fmt.Errorf("%w: %w", ErrPortLost, ev.err)
-			case ev.overlong:
-				if c.phase == phaseCommand {
-					c.ex.overlong = true
-				}
-			default:
-				c.onLine(ev.line)
-			}
+			why = c.onEvent(ev)
 		case err := <-c.writeDone:
-			c.writing = false
-			if err != nil {
-				why = fmt.Errorf("%w: write: %w", ErrPortLost, err)
-			} else if c.phase == phaseWaitWriter {
-				c.advance()
-			}
+			why = c.onWriteDone(err)
 		case <-timerC:
 			c.expire(nil)
 		case <-ctxDone:
@@ -114,6 +100,33 @@ func (c *Client) loop() {
 	if cur != nil {
 		cur.res <- result{err: fmt.Errorf("atmodem: %s: %w", cur.name, why)}
 	}
+}
+
+// onEvent handles what the reader sends; a non-nil result means the port is lost.
+func (c *Client) onEvent(ev readEvent) error {
+	switch {
+	case ev.err != nil:
+		return fmt.Errorf("%w: %w", ErrPortLost, ev.err)
+	case ev.overlong:
+		if c.phase == phaseCommand {
+			c.ex.overlong = true
+		}
+	default:
+		c.onLine(ev.line)
+	}
+	return nil
+}
+
+// onWriteDone handles the end of a write; a non-nil result means the port is lost.
+func (c *Client) onWriteDone(err error) error {
+	c.writing = false
+	if err != nil {
+		return fmt.Errorf("%w: write: %w", ErrPortLost, err)
+	}
+	if c.phase == phaseWaitWriter {
+		c.advance()
+	}
+	return nil
 }
 
 func (c *Client) begin(req *request) {

@@ -51,6 +51,8 @@ type traceDir struct {
 	name string
 	log  func(dir, line string)
 
+	max int // longest line logged whole; 0 means maxLineLen (tests use less)
+
 	mu        sync.Mutex
 	buf       []byte
 	truncated int  // bytes dropped from an overlong line
@@ -67,7 +69,7 @@ func (d *traceDir) feed(p []byte) {
 			if len(d.buf) > 0 || d.truncated > 0 {
 				d.flush()
 			}
-		case len(d.buf) >= maxLineLen:
+		case len(d.buf) >= maxLineLen || (d.max > 0 && len(d.buf) >= d.max):
 			d.truncated++
 		default:
 			d.buf = append(d.buf, b)
@@ -141,7 +143,7 @@ func (d *traceDir) redact(line string) string {
 
 // secretStart is the index where the secret part of line begins, -1 if it has none.
 func secretStart(line string) int {
-	up := strings.ToUpper(line)
+	up := asciiUpper(line) // same length as line, so its indexes are line's
 	if i := strings.Index(up, "AT%KEYINJECT="); i >= 0 {
 		return i + len("AT%KEYINJECT=")
 	}
@@ -175,4 +177,16 @@ func secretStart(line string) int {
 		return start
 	}
 	return -1
+}
+
+// asciiUpper upper-cases ASCII letters only and keeps every other byte, so the result has
+// the same length and byte offsets as s (strings.ToUpper does not for invalid UTF-8).
+func asciiUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - ('a' - 'A')
+		}
+	}
+	return string(b)
 }
