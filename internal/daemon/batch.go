@@ -25,7 +25,7 @@ const (
 	msgTooLong     = "command too long for the modem"
 	msgInvalid     = "command refused: it cannot be sent to the modem safely"
 	msgLineTooLong = "modem response line too long; response incomplete"
-	msgCancelled   = "interrupted: provisiond stopped during execution, result unknown"
+	msgCancelled   = interruptedMessage // the grace after SIGTERM ran out
 	msgLocal       = "local error: "
 )
 

@@ -12,13 +12,14 @@
 // Results are never held only in memory while the modem works. Before each AT command the
 // daemon writes a journal entry (the batch's responses so far plus the id being executed) to
 // the store in one Apply, and after it the command's response: two store writes per AT
-// command. A config command is one Apply holding its pairs and its response together. At the
-// end of a batch the journal becomes the outbox (responses plus the cursor) in one Apply, and
-// a successful upload persists the cursor and deletes the outbox in one Apply. On start, a
-// leftover journal is turned into the outbox, a command that was started but has no recorded
-// response is reported as interrupted (never run again), and the outbox is uploaded before
-// anything new is fetched. The mode the modem had before the daemon set it offline is stored
-// before switching, so a crash in between restores it on the next start.
+// command. A config command is one Apply holding its pairs and its response together. Per
+// batch come at most three more: the modem's mode before it is set offline, the outbox when
+// the batch ends (responses plus cursor, replacing the journal), and after a successful upload
+// the cursor with the outbox deleted. On start, a leftover journal is turned into the outbox:
+// a command that was started but has no recorded response is reported as
+// [id, 99, 0, "interrupted: …"] (never run again) and is the failing last entry. A pending
+// outbox is uploaded before anything new is fetched. A mode saved before the modem was set
+// offline is restored when the modem is opened.
 package daemon
 
 import (
@@ -98,11 +99,14 @@ const (
 
 // Uplink and OnFinished values.
 const (
-	UplinkHost              = "host"
-	UplinkModem             = "modem"
-	OnFinishedNone          = "none"
-	OnFinishedModemRestart  = "modem-restart"
-	OnFinishedExec          = "exec"
+	UplinkHost             = "host"
+	UplinkModem            = "modem"
+	OnFinishedNone         = "none"
+	OnFinishedModemRestart = "modem-restart"
+	OnFinishedExec         = "exec"
+)
+
+const (
 	transportHTTP           = "http"
 	transportCoAP           = "coap"
 	maxCommandsUpperBound   = 20 // the device library's Kconfig range ends at 20
