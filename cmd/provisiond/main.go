@@ -40,6 +40,12 @@ func newRootCmd() *cobra.Command {
 		newEncodeCmd(),
 		newSettingsCmd(),
 		newConfigCmd(),
+		newRunCmd(),
+		newNowCmd(),
+		newStatusCmd(),
+		newTokenCmd(),
+		newUUIDCmd(),
+		newIntervalCmd(),
 	)
 	return root
 }
