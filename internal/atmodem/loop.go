@@ -75,6 +75,12 @@ func (c *Client) loop() {
 		}
 		select {
 		case req := <-reqs:
+			// Lines read before the command is written are not its answer (a stray OK
+			// would end it): handle whatever the reader has queued first.
+			if why = c.drainEvents(); why != nil {
+				req.res <- result{err: fmt.Errorf("atmodem: %s: %w", req.name, why)}
+				break
+			}
 			c.begin(req)
 		case ev := <-c.events:
 			why = c.onEvent(ev)
@@ -99,6 +105,20 @@ func (c *Client) loop() {
 	c.stop(why)
 	if cur != nil {
 		cur.res <- result{err: fmt.Errorf("atmodem: %s: %w", cur.name, why)}
+	}
+}
+
+// drainEvents handles the lines already queued by the reader.
+func (c *Client) drainEvents() error {
+	for {
+		select {
+		case ev := <-c.events:
+			if err := c.onEvent(ev); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/creack/pty"
+	"go.bug.st/serial"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,8 +140,10 @@ func TestOpenPortPTY(t *testing.T) {
 				t.Fatalf("modem got %q", got)
 			}
 			pm.unplug()
-			if err := <-errc; !errors.Is(err, ErrPortLost) {
-				t.Fatalf("got %v, want ErrPortLost", err)
+			err = <-errc
+			var pe *serial.PortError
+			if !errors.Is(err, ErrPortLost) || !errors.As(err, &pe) || pe.Code() != serial.PortClosed {
+				t.Fatalf("got %v, want ErrPortLost from PortError{PortClosed}", err)
 			}
 			<-c.Done()
 			if _, err := c.Command(context.Background(), "AT"); !errors.Is(err, ErrPortLost) {

@@ -1,6 +1,7 @@
 package atmodem
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -24,6 +25,8 @@ func NewTracer(rw io.ReadWriter, log func(dir, line string)) io.ReadWriter {
 type tracer struct {
 	rw     io.ReadWriter
 	rx, tx traceDir
+	txMu   sync.Mutex
+	ahead  []byte // logged but not yet written
 }
 
 func (t *tracer) Read(p []byte) (int, error) {
@@ -32,9 +35,21 @@ func (t *tracer) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write logs p before writing it, so a command is logged before the answer it causes. After
+// a short write the unwritten rest is remembered as logged: the caller writes it again.
 func (t *tracer) Write(p []byte) (int, error) {
+	t.txMu.Lock()
+	if bytes.HasPrefix(p, t.ahead) {
+		t.tx.feed(p[len(t.ahead):])
+	} else {
+		t.tx.feed(p)
+	}
+	t.ahead = t.ahead[:0]
 	n, err := t.rw.Write(p)
-	t.tx.feed(p[:max(min(n, len(p)), 0)])
+	if n >= 0 && n < len(p) {
+		t.ahead = append(t.ahead, p[n:]...)
+	}
+	t.txMu.Unlock()
 	return n, err
 }
 

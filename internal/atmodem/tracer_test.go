@@ -180,3 +180,25 @@ func TestTracerPassesErrors(t *testing.T) {
 		t.Error("write error swallowed")
 	}
 }
+
+func TestTracerShortWrites(t *testing.T) {
+	f := newFake(nil)
+	f.maxWrite = 3
+	f.handler = func(string) []item { return []item{} }
+	var l traceLog
+	tr := NewTracer(f, l.log)
+	if err := writeFull(tr, []byte("AT+CFUN=4\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// A caller that gives up after a short write and sends something else is logged as sent.
+	if _, err := tr.Write([]byte("AT+CMEE?\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Write([]byte("AT\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"tx AT+CFUN=4", "tx AT+CMEE?", "tx AT"}
+	if got := l.get(); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
