@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"github.com/provisiond/provisiond/internal/atmodem"
-	"golang.org/x/sys/unix"
 )
 
 // discardRW is an in-memory stream: writes go to a buffer that is reset per command.
@@ -125,52 +123,6 @@ func BenchmarkRoundTripPTYRaw(b *testing.B) {
 			}
 			got += n
 		}
-	}
-}
-
-// BenchmarkPTYKernelFloor is a pty ping-pong with raw blocking syscalls on both sides and
-// no simulator, client or Go scheduler hand-off in the path: the cost of the tty layer
-// itself on this machine, for reading the other figures.
-func BenchmarkPTYKernelFloor(b *testing.B) {
-	master, slave, err := pty.Open()
-	if err != nil {
-		b.Skipf("no pty: %v", err)
-	}
-	defer master.Close()
-	defer slave.Close()
-	if err := makeRaw(slave); err != nil {
-		b.Fatal(err)
-	}
-	mfd, sfd := int(master.Fd()), int(slave.Fd()) // Fd: blocking mode, on purpose
-	stop := make(chan struct{})
-	go func() {
-		defer close(stop)
-		buf := make([]byte, 64)
-		for {
-			n, err := unix.Read(mfd, buf)
-			if err != nil || n == 0 || buf[0] == 'Q' {
-				return
-			}
-			if _, err := unix.Write(mfd, []byte("OK\r\n")); err != nil {
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 64)
-	for b.Loop() {
-		if _, err := unix.Write(sfd, []byte("AT\r\n")); err != nil {
-			b.Fatal(err)
-		}
-		for got := 0; got < 4; {
-			n, err := unix.Read(sfd, buf[got:])
-			if err != nil {
-				b.Fatal(err)
-			}
-			got += n
-		}
-	}
-	if _, err := unix.Write(sfd, []byte("Q")); err == nil {
-		<-stop
 	}
 }
 

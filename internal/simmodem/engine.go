@@ -463,13 +463,17 @@ type pacer struct {
 	next time.Time
 }
 
+// pacerSlack is how late a wait may come and still count as the same busy stretch of the
+// line. Without it every timer overshoot would be added to the transfer time.
+const pacerSlack = 2 * time.Millisecond
+
 func (p *pacer) wait(ctx context.Context, n int) error {
 	if p.rate <= 0 {
 		return nil
 	}
 	now := time.Now()
-	if p.next.Before(now) {
-		p.next = now
+	if now.Sub(p.next) > pacerSlack {
+		p.next = now // the line was idle
 	}
 	p.next = p.next.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
 	return sleepCtx(ctx, time.Until(p.next))
