@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/provisiond/provisiond/bench/internal/benchkit"
 	"github.com/provisiond/provisiond/internal/daemon"
-	"github.com/provisiond/provisiond/internal/simcloud"
 	"github.com/provisiond/provisiond/internal/testbed"
 )
 
@@ -18,20 +18,20 @@ func TestJobCost(t *testing.T) {
 	}
 	tests := []struct {
 		name, transport string
-		job             func() []simcloud.Request
-		jobAT, batches  int
+		job             benchkit.Job
 	}{
-		{name: "http realistic", transport: testbed.TransportHTTP, job: realisticJob, jobAT: realisticJobAT, batches: realisticJobBatches},
-		{name: "coap realistic", transport: testbed.TransportCoAP, job: realisticJob, jobAT: realisticJobAT, batches: realisticJobBatches},
-		{name: "http batch10", transport: testbed.TransportHTTP, job: batch10, jobAT: batch10AT, batches: batch10Batches},
+		{name: "http realistic", transport: testbed.TransportHTTP, job: benchkit.Realistic},
+		{name: "coap realistic", transport: testbed.TransportCoAP, job: benchkit.Realistic},
+		{name: "http batch10", transport: testbed.TransportHTTP, job: benchkit.Batch10},
+		{name: "coap batch10", transport: testbed.TransportCoAP, job: benchkit.Batch10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, tt.transport, patternProvisiond)
-			first := r.attempt(t, tt.job())
+			first := r.attempt(t, tt.job.Reqs())
 			t.Logf("first attempt: %s", first)
-			c := r.attempt(t, tt.job())
+			c := r.attempt(t, tt.job.Reqs())
 			t.Logf("second attempt: %s\n  %s", c, strings.Join(short(c.Commands), "\n  "))
 			if c.Last.Event != daemon.EventDone || c.Last.Failed != 0 {
 				t.Fatalf("got %s with %d failed, want DONE with none", c.Last.Event, c.Last.Failed)
@@ -41,7 +41,7 @@ func TestJobCost(t *testing.T) {
 			}
 			// Back-to-back attempts may reuse a JWT that is still valid; the minimum allows what
 			// the daemon did, so only the other commands are judged.
-			minimum := minimumAT(tt.jobAT, tt.batches, countPrefix(c.Commands, "AT%JWT"), false)
+			minimum := tt.job.MinimumAT(benchkit.CountPrefix(c.Commands, "AT%JWT"), false)
 			if got := len(c.Commands); float64(got) > 1.1*float64(minimum) {
 				t.Errorf("AT commands: got %d, want at most 1.1 × %d", got, minimum)
 			}

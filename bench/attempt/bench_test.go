@@ -3,8 +3,8 @@ package attempt
 import (
 	"testing"
 
+	"github.com/provisiond/provisiond/bench/internal/benchkit"
 	"github.com/provisiond/provisiond/internal/daemon"
-	"github.com/provisiond/provisiond/internal/simcloud"
 	"github.com/provisiond/provisiond/internal/testbed"
 )
 
@@ -15,25 +15,18 @@ import (
 // counts per attempt are the point. The first attempt (root CA write, clock set, first
 // handshake) runs before the timer starts.
 func BenchmarkAttempt(b *testing.B) {
-	jobs := []struct {
-		name           string
-		reqs           func() []simcloud.Request
-		jobAT, batches int
-	}{
-		{"realistic", realisticJob, realisticJobAT, realisticJobBatches},
-		{"batch10", batch10, batch10AT, batch10Batches},
-	}
+	jobs := []benchkit.Job{benchkit.Realistic, benchkit.Batch10}
 	for _, tr := range []string{testbed.TransportHTTP, testbed.TransportCoAP} {
 		for _, pattern := range []string{patternProvisiond, patternDevice} {
 			for _, job := range jobs {
-				b.Run(tr+"/"+pattern+"/"+job.name, func(b *testing.B) {
+				b.Run(tr+"/"+pattern+"/"+job.Name, func(b *testing.B) {
 					r := newRig(b, tr, pattern)
-					r.attempt(b, job.reqs())
+					r.attempt(b, job.Reqs())
 					var total cost
 					var jwts int
 					b.ResetTimer()
 					for range b.N {
-						c := r.attempt(b, job.reqs())
+						c := r.attempt(b, job.Reqs())
 						if c.Last.Event != daemon.EventDone || c.Last.Failed != 0 {
 							b.Fatalf("got %s with %d failed (%s), want DONE", c.Last.Event, c.Last.Failed, c.Last.Reason)
 						}
@@ -41,12 +34,12 @@ func BenchmarkAttempt(b *testing.B) {
 						total.SerialIn += c.SerialIn
 						total.SerialOut += c.SerialOut
 						total.Wire = addStats(total.Wire, c.Wire)
-						jwts += countPrefix(c.Commands, "AT%JWT")
+						jwts += benchkit.CountPrefix(c.Commands, "AT%JWT")
 					}
 					b.StopTimer()
 					n := float64(b.N)
 					b.ReportMetric(float64(len(total.Commands))/n, "at-cmds/op")
-					b.ReportMetric(float64(minimumAT(job.jobAT, job.batches, 0, false)), "min-at-cmds")
+					b.ReportMetric(float64(job.MinimumAT(0, false)), "min-at-cmds")
 					b.ReportMetric(float64(jwts)/n, "jwt/op")
 					b.ReportMetric(float64(total.SerialIn+total.SerialOut)/n, "serial-B/op")
 					b.ReportMetric(float64(total.Wire.Handshakes)/n, "handshakes/op")

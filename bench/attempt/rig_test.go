@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,65 +348,6 @@ func (p *reconnectPerUpload) Close() error {
 	defer p.mu.Unlock()
 	p.closeCur()
 	return nil
-}
-
-// Jobs.
-
-// realisticJob is the demo's job (testbed.RealisticJob): a client certificate by %KEYGEN and
-// %CMNG, an interval change by config command, and FINISHED. The service can only sign the
-// certificate once the CSR came back, so the job is two batches in one attempt:
-// [%CMNG=3 ×2, %KEYGEN] and [%CMNG write, config, FINISHED].
-func realisticJob() []simcloud.Request { return testbed.RealisticJob() }
-
-// realisticJobAT is the realistic job's AT command count, and realisticJobBatches its batches
-// (both with AT commands).
-const (
-	realisticJobAT      = 4
-	realisticJobBatches = 2
-)
-
-// batch10 is a 10-command batch: eight AT commands (an IMEI read, two credential lists and
-// five deletes of absent credentials, CME 513 ignored), a config command and FINISHED. An AT
-// command always goes out as "AT" + command + "=" + parameters (protocol.md §4.3), so only
-// commands with parameters can be queued.
-func batch10() []simcloud.Request {
-	return []simcloud.Request{
-		testbed.AT("+CGSN=1"), testbed.AT("%CMNG=1"), testbed.AT("%CMNG=1,189298"),
-		testbed.AT("%CMNG=3,42,0", 513), testbed.AT("%CMNG=3,42,1", 513), testbed.AT("%CMNG=3,42,2", 513),
-		testbed.AT("%CMNG=3,42,3", 513), testbed.AT("%CMNG=3,42,4", 513),
-		testbed.Interval(testbed.JobIntervalSeconds), testbed.Finished(),
-	}
-}
-
-const (
-	batch10AT      = 8
-	batch10Batches = 1
-)
-
-// minimumAT is the fewest AT commands an attempt of a job with jobAT AT commands in
-// atBatches batches (each holding AT commands) can send, on a modem that starts each batch
-// with CMEE 0 and online (+CFUN=1), keeping the per-batch rules of protocol.md §4.1 and
-// design.md: per batch read CMEE and set it to 1, read the mode and set +CFUN=4, and restore
-// both afterwards (6); jwts JWTs (one per attempt, none when the previous attempt's JWT is
-// still valid: it lives 300 s). AT%CCLK? and AT%ATTESTTOKEN are not needed by the job and not
-// counted. A daemon start (--once) adds %SHORTSWVER (mver) and the root-CA check.
-func minimumAT(jobAT, atBatches, jwts int, start bool) int {
-	n := jobAT + 6*atBatches + jwts
-	if start {
-		n += 2
-	}
-	return n
-}
-
-// countPrefix counts the commands starting with prefix.
-func countPrefix(cmds []string, prefix string) int {
-	n := 0
-	for _, c := range cmds {
-		if strings.HasPrefix(c, prefix) {
-			n++
-		}
-	}
-	return n
 }
 
 func (c cost) String() string {

@@ -94,13 +94,14 @@ const ClockTick = 10 * time.Millisecond
 
 // Proc is one reading of a live process from /proc.
 type Proc struct {
-	CPU        time.Duration // utime+stime of every thread, live or gone (ClockTick resolution)
-	Voluntary  int64         // voluntary context switches, summed over the live threads
-	Involuntry int64         // involuntary context switches, summed over the live threads
-	RSSKiB     int64         // VmRSS
-	HWMKiB     int64         // VmHWM: peak RSS
-	Threads    int
-	FDs        int
+	CPU         time.Duration // utime+stime of every thread, live or gone (ClockTick resolution)
+	OnCPU       time.Duration // time on CPU of the live threads, ns resolution (task schedstat)
+	Voluntary   int64         // voluntary context switches, summed over the live threads
+	Involuntary int64         // involuntary context switches, summed over the live threads
+	RSSKiB      int64         // VmRSS
+	HWMKiB      int64         // VmHWM: peak RSS
+	Threads     int
+	FDs         int
 }
 
 // ReadProc reads pid's figures. Context switches are summed over /proc/<pid>/task/*/status:
@@ -146,7 +147,13 @@ func ReadProc(pid int) (Proc, error) {
 			continue // the thread ended between the listing and the read
 		}
 		p.Voluntary += statusField(ts, "voluntary_ctxt_switches:")
-		p.Involuntry += statusField(ts, "nonvoluntary_ctxt_switches:")
+		p.Involuntary += statusField(ts, "nonvoluntary_ctxt_switches:")
+		if ss, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name())); err == nil {
+			if f := strings.Fields(string(ss)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				p.OnCPU += time.Duration(ns)
+			}
+		}
 	}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {

@@ -1,0 +1,408 @@
+// Command cost measures what the built provisiond binary costs on this machine, against the
+// simulators of internal/testbed (a simulated nRF91 on a pty, the simulated service on
+// loopback, both with zero latency):
+//
+//   - binary size, default and stripped (-trimpath -ldflags '-s -w');
+//   - CPU time of `run --once` per attempt (the child's rusage), for the realistic job,
+//     a 10-command batch and an empty queue, next to `provisiond version` (process start-up);
+//   - AT commands and serial bytes of each `run --once`;
+//   - CPU time per attempt of a long-running `run`, triggered with SIGUSR1 (from /proc);
+//   - idle CPU time and context switches of that daemon between attempts, and its RSS.
+//
+// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/provisiond/provisiond/bench/internal/benchkit"
+	"github.com/provisiond/provisiond/internal/simcloud"
+	"github.com/provisiond/provisiond/internal/testbed"
+)
+
+func main() {
+	bin := flag.String("bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	n := flag.Int("n", 30, "runs per measurement")
+	idle := flag.String("idle", "20s", "idle sampling checkpoints from one start, comma-separated (e.g. 20s,150s)")
+	transport := flag.String("transport", "http", "http or coap")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *bin, *n, *idle, *transport); err != nil {
+		fmt.Fprintln(os.Stderr, "cost:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, bin string, n int, idleFlag, transport string) error {
+	var idle []time.Duration
+	for _, f := range strings.Split(idleFlag, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 || (len(idle) > 0 && d <= idle[len(idle)-1]) {
+			return fmt.Errorf("-idle %q: want increasing positive durations", idleFlag)
+		}
+		idle = append(idle, d)
+	}
+	root, err := benchkit.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "provisiond-cost-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	fmt.Printf("# provisiond cost (%s)\n\nmachine: %s\n\n", transport, benchkit.Machine())
+	if err := sizes(ctx, root, tmp); err != nil {
+		return err
+	}
+	if bin == "" {
+		if err := os.Mkdir(tmp+"/stripped", 0o700); err != nil {
+			return err
+		}
+		if bin, err = benchkit.Build(ctx, root, tmp+"/stripped", true); err != nil {
+			return err
+		}
+	} else if err := benchkit.CheckRun(ctx, bin); err != nil {
+		return err
+	}
+	fmt.Printf("binary measured: %s\n\n", bin)
+
+	bed, err := testbed.Start(ctx, testbed.Options{Transport: transport, InitialMode: 1,
+		Settings: map[string]any{"provisioning.interval": "24h"}})
+	if err != nil {
+		return err
+	}
+	defer bed.Close()
+
+	if err := onceCPU(ctx, bed, bin, n); err != nil {
+		return err
+	}
+	return daemonCPU(ctx, bed, bin, n, idle)
+}
+
+// sizes builds the binary twice and prints both sizes.
+func sizes(ctx context.Context, root, tmp string) error {
+	fmt.Println("## binary size")
+	fmt.Println()
+	fmt.Println("| build | bytes | MiB |")
+	fmt.Println("|---|---|---|")
+	for _, stripped := range []bool{false, true} {
+		dir, err := os.MkdirTemp(tmp, "size-")
+		if err != nil {
+			return err
+		}
+		path, err := benchkit.Build(ctx, root, dir, stripped)
+		if errors.Is(err, benchkit.ErrNoRun) {
+			// Size does not need run; the caller reports a missing run when it needs it.
+			path = dir + "/provisiond"
+		} else if err != nil {
+			return err
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		name := "go build ./cmd/provisiond"
+		if stripped {
+			name = "go build -trimpath -ldflags '-s -w' ./cmd/provisiond"
+		}
+		fmt.Printf("| `%s` | %d | %.2f |\n", name, fi.Size(), float64(fi.Size())/(1<<20))
+	}
+	fmt.Println()
+	return nil
+}
+
+// sample is one finished child.
+type sample struct {
+	cpu, user, sys, wall time.Duration
+	maxRSS               int64
+	at                   []string
+	serial               int64
+}
+
+// onceCPU runs `version` and `run --once` n times each (with the realistic job, the
+// 10-command batch, and nothing queued) and prints the rusage figures.
+func onceCPU(ctx context.Context, bed *testbed.Bed, bin string, n int) error {
+	// One warm-up run: the root CA is written and the clock set on the first ever attempt.
+	if _, err := once(ctx, bed, bin, benchkit.Realistic.Reqs); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	version := make([]sample, 0, n)
+	for range n {
+		cmd := exec.CommandContext(ctx, bin, "version")
+		s, err := child(cmd)
+		if err != nil {
+			return fmt.Errorf("version: %w", err)
+		}
+		version = append(version, s)
+	}
+	runs := []struct {
+		name string
+		job  *benchkit.Job
+	}{
+		{"run --once, 10-command batch", &benchkit.Batch10},
+		{"run --once, realistic job", &benchkit.Realistic},
+		{"run --once, nothing queued (NO_COMMANDS)", nil},
+	}
+	results := make([][]sample, len(runs))
+	// Interleave the kinds so drift of a shared machine hits them alike.
+	for range n {
+		for i, r := range runs {
+			var reqs func() []simcloud.Request
+			if r.job != nil {
+				reqs = r.job.Reqs
+			}
+			s, err := once(ctx, bed, bin, reqs)
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			results[i] = append(results[i], s)
+		}
+	}
+	base := benchkit.Summarize(cpus(version))
+	fmt.Println("## CPU time of one `run --once` (child rusage, utime+stime)")
+	fmt.Println()
+	fmt.Printf("%d runs each, interleaved. Start-up baseline `provisiond version`: %s.\n\n", n, base)
+	fmt.Println("| run | CPU median | min | p90 | max | minus start-up (median) | user / sys (median) | wall median | peak RSS (median) | AT commands | serial bytes |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	printRow := func(name string, ss []sample) {
+		c := benchkit.Summarize(cpus(ss))
+		u := benchkit.Summarize(pick(ss, func(s sample) time.Duration { return s.user }))
+		y := benchkit.Summarize(pick(ss, func(s sample) time.Duration { return s.sys }))
+		w := benchkit.Summarize(pick(ss, func(s sample) time.Duration { return s.wall }))
+		r := benchkit.Summarize(pick(ss, func(s sample) time.Duration { return time.Duration(s.maxRSS) }))
+		at, serial := "—", "—"
+		if len(ss[0].at) > 0 {
+			at = fmt.Sprintf("%d", len(ss[len(ss)-1].at))
+			serial = fmt.Sprintf("%d", ss[len(ss)-1].serial)
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s / %s | %s | %.1f MiB | %s | %s |\n", name,
+			benchkit.Ms(c.Median), benchkit.Ms(c.Min), benchkit.Ms(c.P90), benchkit.Ms(c.Max),
+			benchkit.Ms(c.Median-base.Median), benchkit.Ms(u.Median), benchkit.Ms(y.Median),
+			benchkit.Ms(w.Median), float64(r.Median)/1024, at, serial)
+	}
+	printRow("`provisiond version`", version)
+	for i, r := range runs {
+		printRow("`"+r.name+"`", results[i])
+	}
+	fmt.Println()
+	fmt.Println("AT commands of the last `run --once` of each kind (serial bytes are both directions):")
+	fmt.Println()
+	for i, r := range runs {
+		last := results[i][len(results[i])-1]
+		minimum := "—"
+		if r.job != nil {
+			m := r.job.MinimumAT(1, true)
+			minimum = fmt.Sprintf("%d (ratio %.2f)", m, float64(len(last.at))/float64(m))
+		}
+		fmt.Printf("- %s: %d commands, minimum %s: `%s`\n", r.name, len(last.at), minimum, strings.Join(shorten(last.at), "`, `"))
+	}
+	fmt.Println()
+	return nil
+}
+
+func cpus(ss []sample) []time.Duration {
+	return pick(ss, func(s sample) time.Duration { return s.cpu })
+}
+
+func pick(ss []sample, f func(sample) time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ss))
+	for i, s := range ss {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// once queues reqs (if any) and runs `run --once`, which must succeed.
+func once(ctx context.Context, bed *testbed.Bed, bin string, reqs func() []simcloud.Request) (sample, error) {
+	if reqs != nil {
+		if _, err := bed.Queue(reqs()...); err != nil {
+			return sample{}, err
+		}
+	}
+	n0 := len(bed.ModemCommands())
+	st0 := bed.Modem().Stats()
+	cmd := bed.Command(ctx, bin, "run", "--once")
+	s, err := child(cmd)
+	if err != nil {
+		return s, err
+	}
+	st1 := bed.Modem().Stats()
+	s.at = bed.ModemCommands()[n0:]
+	s.serial = st1.BytesIn - st0.BytesIn + st1.BytesOut - st0.BytesOut
+	return s, nil
+}
+
+// child runs cmd to completion and returns its rusage.
+func child(cmd *exec.Cmd) (sample, error) {
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		return sample{}, fmt.Errorf("%w: %s", err, lastLines(stderr.String(), 3))
+	}
+	var s sample
+	s.wall = time.Since(t0)
+	s.user, s.sys = benchkit.CPU(cmd.ProcessState)
+	s.cpu = s.user + s.sys
+	s.maxRSS = benchkit.MaxRSS(cmd.ProcessState)
+	return s, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func shorten(cmds []string) []string {
+	out := make([]string, len(cmds))
+	for i, c := range cmds {
+		if len(c) > 32 {
+			c = c[:32] + "…"
+		}
+		out[i] = strings.ReplaceAll(c, "`", "'")
+	}
+	return out
+}
+
+// daemonCPU starts a long-running `run`, triggers n attempts of the 10-command batch with
+// SIGUSR1, and measures CPU per attempt, then the idle figures.
+func daemonCPU(ctx context.Context, bed *testbed.Bed, bin string, n int, idle []time.Duration) error {
+	p, err := bed.Start(ctx, bin, nil, "run")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = p.Signal(syscall.SIGTERM)
+		wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := p.Wait(wctx); err != nil {
+			_ = p.Kill()
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// auto_start makes a first attempt (nothing queued: NO_COMMANDS).
+	if _, _, err := p.WaitEvent(wctx, 0, "STOP"); err != nil {
+		return fmt.Errorf("first attempt: %w (stderr %s)", err, lastLines(p.Stderr(), 5))
+	}
+	attempt := func(reqs []simcloud.Request) (benchkit.Proc, benchkit.Proc, int, error) {
+		if _, err := bed.Queue(reqs...); err != nil {
+			return benchkit.Proc{}, benchkit.Proc{}, 0, err
+		}
+		from := len(p.Entries())
+		n0 := len(bed.ModemCommands())
+		before, err := benchkit.ReadProc(p.Pid())
+		if err != nil {
+			return before, before, 0, err
+		}
+		if err := p.Signal(syscall.SIGUSR1); err != nil {
+			return before, before, 0, err
+		}
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := waitOutcome(actx, p, from, "DONE"); err != nil {
+			return before, before, 0, err
+		}
+		after, err := benchkit.ReadProc(p.Pid())
+		return before, after, len(bed.ModemCommands()) - n0, err
+	}
+	var perAttempt []time.Duration
+	var ticks time.Duration
+	var at int
+	var first, last benchkit.Proc
+	for i := range n {
+		before, after, cmds, err := attempt(benchkit.Batch10.Reqs())
+		if err != nil {
+			return fmt.Errorf("attempt %d: %w", i+1, err)
+		}
+		if i == 0 {
+			first = before
+		}
+		last = after
+		perAttempt = append(perAttempt, after.OnCPU-before.OnCPU)
+		ticks += after.CPU - before.CPU
+		at = cmds
+	}
+	s := benchkit.Summarize(perAttempt)
+	fmt.Println("## CPU time per attempt of a running daemon (`run`, SIGUSR1, 10-command batch)")
+	fmt.Println()
+	fmt.Printf("%d attempts. Per attempt, from the threads' schedstat: %s. Mean from utime+stime ticks: %s. AT commands per attempt: %d (minimum %d).\n",
+		n, s, benchkit.Ms(ticks/time.Duration(n)), at, benchkit.Batch10.MinimumAT(0, false))
+	fmt.Printf("Context switches over the %d attempts: %d voluntary, %d involuntary (%.0f per attempt).\n\n",
+		n, last.Voluntary-first.Voluntary, last.Involuntary-first.Involuntary,
+		float64(last.Voluntary-first.Voluntary+last.Involuntary-first.Involuntary)/float64(n))
+
+	// Idle: let the last attempt's tail settle, then watch.
+	time.Sleep(2 * time.Second)
+	a, err := benchkit.ReadProc(p.Pid())
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for _, at := range idle {
+		select {
+		case <-time.After(time.Until(t0.Add(at))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		b, err := benchkit.ReadProc(p.Pid())
+		if err != nil {
+			return err
+		}
+		printIdle(time.Since(t0), a, b)
+	}
+	return nil
+}
+
+func printIdle(el time.Duration, a, b benchkit.Proc) {
+	fmt.Printf("## Idle between attempts (%s window, next attempt 24 h away)\n\n", el.Round(time.Millisecond))
+	fmt.Println("| figure | start | end | delta |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| CPU, utime+stime (10 ms ticks) | %s | %s | %s |\n", a.CPU, b.CPU, b.CPU-a.CPU)
+	fmt.Printf("| CPU, schedstat of live threads | %s | %s | %s |\n", benchkit.Ms(a.OnCPU), benchkit.Ms(b.OnCPU), benchkit.Ms(b.OnCPU-a.OnCPU))
+	fmt.Printf("| voluntary context switches (all threads) | %d | %d | %d |\n", a.Voluntary, b.Voluntary, b.Voluntary-a.Voluntary)
+	fmt.Printf("| involuntary context switches (all threads) | %d | %d | %d |\n", a.Involuntary, b.Involuntary, b.Involuntary-a.Involuntary)
+	fmt.Printf("| threads | %d | %d | |\n", a.Threads, b.Threads)
+	fmt.Printf("| open fds | %d | %d | |\n", a.FDs, b.FDs)
+	fmt.Printf("| VmRSS | %.1f MiB | %.1f MiB | |\n", float64(a.RSSKiB)/1024, float64(b.RSSKiB)/1024)
+	fmt.Printf("| VmHWM (peak RSS) | %.1f MiB | %.1f MiB | |\n", float64(a.HWMKiB)/1024, float64(b.HWMKiB)/1024)
+	fmt.Println()
+}
+
+// outcomes are the events that end an attempt (protocol.md §4.8).
+var outcomes = map[string]bool{"DONE": true, "NO_COMMANDS": true, "FAILED": true, "FAILED_TOO_MANY_COMMANDS": true,
+	"FAILED_DEVICE_NOT_CLAIMED": true, "FAILED_WRONG_ROOT_CA": true, "FAILED_NO_VALID_DATETIME": true, "FATAL_ERROR": true}
+
+// waitOutcome waits for the next attempt's STOP from log index from on and checks that its
+// outcome event was want.
+func waitOutcome(ctx context.Context, p *testbed.Process, from int, want string) error {
+	_, stop, err := p.WaitEvent(ctx, from, "STOP")
+	if err != nil {
+		return err
+	}
+	entries := p.Entries()
+	for i := stop; i >= from; i-- {
+		if ev := entries[i].Event(); outcomes[ev] {
+			if ev != want {
+				return fmt.Errorf("attempt ended in %s: %s", ev, entries[i].Str("reason"))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("attempt stopped without an outcome event")
+}
