@@ -78,8 +78,6 @@ type keygenPayloadWire struct {
 	Nonce      []byte
 }
 
-var oidKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 15}
-
 // BuildKeygen returns the quoted body of a %KEYGEN answer, "<b64url DER>.<b64url COSE>".
 func BuildKeygen(p KeygenParams) (string, error) {
 	if p.Key == nil {
@@ -159,7 +157,7 @@ func keyUsageExtension(bits string) (pkix.Extension, error) {
 	if err != nil {
 		return pkix.Extension{}, fmt.Errorf("attest: keygen key usage: %w", err)
 	}
-	return pkix.Extension{Id: oidKeyUsage, Critical: false, Value: v}, nil
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Critical: false, Value: v}, nil
 }
 
 // ParseSubject parses a %KEYGEN <attributes> subject string such as

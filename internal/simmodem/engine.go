@@ -135,6 +135,9 @@ func (s *session) ioErr(ctx context.Context, op string, err error) error {
 func (s *session) execute(ctx context.Context, raw string, tooLong bool) error {
 	m := s.m
 	m.mu.Lock()
+	if len(m.log) >= maxCommandLog {
+		m.log = append(m.log[:0], m.log[len(m.log)-maxCommandLog/2:]...)
+	}
 	m.log = append(m.log, raw)
 	m.stats.Commands++
 	echo := m.echo && m.dropEcho == 0
@@ -393,21 +396,20 @@ func (s *session) stormLoop(ctx context.Context) {
 	}
 }
 
-// stormURCs are plausible unsolicited lines; none of them answers a command.
-var stormURCs = [...]string{
-	`+CSCON: 1`,
-	`%CESQ: 54,2,18,3`,
-	`+CSCON: 0`,
-	`%XTIME: "","62117002104480","00"`,
-	`+CEREG: 5,"76C1","0102DA04",7`,
-	`%MDMEV: PRACH CE-LEVEL 0`,
-}
-
-// stormURC picks a storm line whose prefix differs from the running command's name, so a
-// client that matches URCs against the pending command can still tell them apart.
+// stormURC picks a plausible unsolicited line whose prefix differs from the running
+// command's name, so a client that matches URCs against the pending command can still tell
+// them apart. None of them answers a command.
 func stormURC(cmdName string) string {
+	urcs := [...]string{
+		`+CSCON: 1`,
+		`%CESQ: 54,2,18,3`,
+		`+CSCON: 0`,
+		`%XTIME: "","62117002104480","00"`,
+		`+CEREG: 5,"76C1","0102DA04",7`,
+		`%MDMEV: PRACH CE-LEVEL 0`,
+	}
 	for {
-		u := stormURCs[rand.IntN(len(stormURCs))]
+		u := urcs[rand.IntN(len(urcs))]
 		if cmdName == "" || !strings.HasPrefix(u, cmdName+":") {
 			return u
 		}

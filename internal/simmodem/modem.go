@@ -277,7 +277,11 @@ func (m *Modem) SetCredential(tag uint32, typ int, content string) {
 	m.creds[CredKey{tag, typ}] = Credential{Tag: tag, Type: typ, Content: content, SHA256: shaHex(content)}
 }
 
-// CommandLog returns every command line received, in order (echo-free, as executed).
+// maxCommandLog bounds CommandLog for long-running simulators; the oldest half is dropped.
+const maxCommandLog = 8192
+
+// CommandLog returns the command lines received, in order, as executed. A long-running
+// modem forgets the oldest: it keeps at least the latest 4096.
 func (m *Modem) CommandLog() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
