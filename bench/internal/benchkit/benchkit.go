@@ -240,3 +240,6 @@ func Machine() string {
 	}
 	return fmt.Sprintf("nproc %d, %s, Linux %s, %s", runtime.NumCPU(), model, kernel, gover)
 }
+
+// Cores is the number of CPUs this process may run on (nproc).
+func Cores() int { return runtime.NumCPU() }
