@@ -89,7 +89,6 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-
 func TestFormatErrorText(t *testing.T) {
 	err := &FormatError{What: "keygen answer", Part: "der part", Err: errors.New("bad")}
 	if got := err.Error(); got != "attest: keygen answer: malformed der part: bad" {
