@@ -45,6 +45,9 @@ type Config struct {
 	FirmwareUUID string
 	// IMEI is 15 digits for +CGSN. Empty derives one (with a valid check digit) from the UUID.
 	IMEI string
+	// FunctionalMode is the +CFUN mode the modem starts in (0 by default). 1 or 21 start
+	// registered, with network time, as a modem that was already online.
+	FunctionalMode int
 	// Latency is the processing time of every command before its answer (0 for tests).
 	Latency time.Duration
 	// RegistrationDelay is the time from +CFUN=1 to the registration URC. Zero means 20 ms.
@@ -122,6 +125,11 @@ func (c *Config) fill() error {
 	}
 	if c.IMEI != "" && (len(c.IMEI) != 15 || strings.Trim(c.IMEI, "0123456789") != "") {
 		return fmt.Errorf("%w: imei %q (want 15 digits)", ErrConfig, c.IMEI)
+	}
+	switch c.FunctionalMode {
+	case 0, 1, 2, 4, 20, 21, 44:
+	default:
+		return fmt.Errorf("%w: functional mode %d (want 0, 1, 2, 4, 20, 21 or 44)", ErrConfig, c.FunctionalMode)
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

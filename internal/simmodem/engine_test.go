@@ -139,6 +139,12 @@ func TestCommands(t *testing.T) {
 			{cmd: "AT+CEREG=2", wantFinal: "OK"},
 			{cmd: "AT+CEREG=9", wantFinal: "ERROR"},
 		}},
+		{"starts online", Config{FunctionalMode: 1}, []step{
+			{cmd: "AT+CFUN?", wantFinal: "OK", want: []string{"+CFUN: 1"}},
+			{cmd: "AT+CEREG?", wantFinal: "OK", want: []string{"+CEREG: 1,1"}},
+			{cmd: "AT%CCLK?", wantFinal: "OK", match: `^%CCLK: "\d\d/`},
+			{cmd: `AT%CMNG=0,1,4,"x"`, wantFinal: "ERROR"},
+		}},
 		{"keyinject", Config{}, []step{
 			{cmd: "AT+CMEE=1", wantFinal: "OK"},
 			{cmd: `AT%KEYINJECT=9,2,"blob"`, wantFinal: "OK"},
@@ -434,6 +440,7 @@ func TestNewConfigErrors(t *testing.T) {
 		{"imei", Config{IMEI: "123"}},
 		{"reg status", Config{RegStatus: 3}},
 		{"baud", Config{Baud: -1}},
+		{"functional mode", Config{FunctionalMode: 3}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -101,7 +101,7 @@ func New(cfg Config) (*Modem, error) {
 	m := &Modem{
 		cfg:        cfg,
 		identity:   id,
-		cfun:       0,
+		cfun:       cfg.FunctionalMode,
 		echo:       cfg.Echo,
 		cereg:      1,
 		clockValid: cfg.ClockValid,
@@ -112,6 +112,9 @@ func New(cfg Config) (*Modem, error) {
 		cmeFor:     map[string]int{},
 	}
 	close(m.stallCh) // not stalled
+	if active(m.cfun) && m.cfun != 2 {
+		m.registered, m.clockValid = true, true
+	}
 	if cfg.UUID != "" {
 		u, err := attest.ParseUUID(cfg.UUID)
 		if err != nil {
