@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/simcloud"
+	"github.com/provisiond/provisiond/internal/testbed"
+)
+
+// testTimeout bounds each test; generous because CI machines are slow under -race. Nothing
+// asserts on time: a test that needs longer than this has hung.
+const testTimeout = 90 * time.Second
+
+var transports = []string{testbed.TransportHTTP, testbed.TransportCoAP}
+
+// testCtx is a context bounded by testTimeout and the test's own deadline.
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	if d, ok := t.Deadline(); ok {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithDeadline(ctx, d.Add(-5*time.Second))
+		t.Cleanup(c2)
+	}
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// newBed starts a bench for the test and closes it at the end.
+func newBed(t *testing.T, ctx context.Context, opts testbed.Options) *testbed.Bed {
+	t.Helper()
+	b, err := testbed.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("testbed close: %v", err)
+		}
+	})
+	return b
+}
+
+// start starts provisiond with args and, if the test fails, logs its stderr. The process is
+// killed at the end of the test if still running.
+func start(t *testing.T, ctx context.Context, b *testbed.Bed, args ...string) *testbed.Process {
+	t.Helper()
+	p, err := b.Start(ctx, provisiond, nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.Done():
+		default:
+			_ = p.Kill()
+			<-p.Done()
+		}
+		if strings.Contains(p.Stderr(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a data race in provisiond")
+		}
+		if t.Failed() {
+			t.Logf("provisiond %s (pid %d) stderr:\n%s", strings.Join(args, " "), p.Pid(), p.Stderr())
+		}
+	})
+	return p
+}
+
+// runOnce runs `provisiond run --once` to its end and returns its exit code.
+func runOnce(t *testing.T, ctx context.Context, b *testbed.Bed) (int, *testbed.Process) {
+	t.Helper()
+	p := start(t, ctx, b, "run", "--once")
+	code, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("run --once: %v", err)
+	}
+	return code, p
+}
+
+// settings returns the store through `provisiond settings --json`.
+func settings(t *testing.T, ctx context.Context, b *testbed.Bed) map[string]string {
+	t.Helper()
+	m, err := b.Settings(ctx, provisiond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// uploads returns the decoded uploads the service recorded; a batch that did not decode
+// fails the test.
+func uploads(t *testing.T, b *testbed.Bed) []simcloud.Upload {
+	t.Helper()
+	ups, err := b.Uploads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range ups {
+		if u.Err != "" {
+			t.Errorf("upload %d did not decode at the service: %s", i, u.Err)
+		}
+	}
+	return ups
+}
+
+// queue queues owner requests and returns the device-level commands the queue holds.
+func queue(t *testing.T, b *testbed.Bed, reqs ...simcloud.Request) []simcloud.Command {
+	t.Helper()
+	if _, err := b.Queue(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := b.Cloud().Commands(b.UUID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+// respString renders a response for messages.
+func respString(r proto.Response) string {
+	if r.Kind == proto.KindError {
+		return r.ID + " ERROR cme=" + itoa(r.CMEError) + " " + quote(r.Message)
+	}
+	return r.ID + " " + kindName(r.Kind) + " " + quote(r.Message)
+}
+
+func kindName(k proto.ResponseKind) string {
+	switch k {
+	case proto.KindATResponse:
+		return "AT"
+	case proto.KindConfigAck:
+		return "CONFIG_ACK"
+	case proto.KindFinishedAck:
+		return "FINISHED_ACK"
+	case proto.KindError:
+		return "ERROR"
+	}
+	return "kind" + itoa(uint64(k))
+}
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+func quote(s string) string { return strconv.Quote(s) }
