@@ -50,7 +50,8 @@ type Options struct {
 	// StableLink serves the modem behind a symlink in Dir that follows Unplug/Replug (like a
 	// /dev/serial/by-id name), and configures that symlink as modem.port.
 	StableLink bool
-	// InitialMode is the modem's +CFUN mode before the daemon first opens it (0, 1 or 4).
+	// InitialMode, when not 0, is the modem's +CFUN mode before the daemon first opens it
+	// (1 or 4; it overrides Modem.FunctionalMode). 1 is a modem found online and registered.
 	InitialMode int
 	// Unclaimed registers the device with the service but leaves it unclaimed (401s).
 	Unclaimed bool
@@ -76,8 +77,6 @@ type Bed struct {
 	modem  *simmodem.Modem
 	pty    *simmodem.PTY
 	uuid   string
-	// baseline is how many modem commands the bench itself sent while setting up.
-	baseline int
 
 	cfgMu    sync.Mutex // serialises WriteConfig
 	settings map[string]any
@@ -148,17 +147,14 @@ func (b *Bed) setup(ctx context.Context) error {
 	if b.opts.StableLink {
 		mcfg.Link = filepath.Join(b.dir, "ttyNRF91")
 	}
+	if b.opts.InitialMode != 0 {
+		mcfg.FunctionalMode = b.opts.InitialMode
+	}
 	m, err := simmodem.New(mcfg)
 	if err != nil {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
 	b.modem, b.uuid = m, m.UUID()
-	if b.opts.InitialMode != 0 {
-		if err := setMode(ctx, m, b.opts.InitialMode); err != nil {
-			return err
-		}
-	}
-	b.baseline = len(m.CommandLog())
 	p, err := m.ServePTY(runCtx)
 	if err != nil {
 		return fmt.Errorf("testbed: modem: %w", err)
@@ -179,51 +175,6 @@ func (b *Bed) setup(ctx context.Context) error {
 	}
 	b.settings = maps.Clone(b.opts.Settings)
 	return b.WriteConfig(nil)
-}
-
-// setMode puts the modem into mode before anything opens its pty, the way a modem that
-// was already online (or offline) is found by the daemon: through its own AT interface,
-// served once on an in-memory pipe.
-func setMode(ctx context.Context, m *simmodem.Modem, mode int) error {
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	host, dev := net.Pipe()
-	defer host.Close()
-	served := make(chan error, 1)
-	go func() {
-		served <- m.Serve(sctx, dev)
-		_ = dev.Close()
-	}()
-	if d, ok := sctx.Deadline(); ok {
-		_ = host.SetDeadline(d)
-	}
-	err := func() error {
-		if _, err := fmt.Fprintf(host, "AT+CFUN=%d\r\n", mode); err != nil {
-			return err
-		}
-		var got strings.Builder
-		buf := make([]byte, 256)
-		for !strings.Contains(got.String(), "OK\r\n") {
-			n, err := host.Read(buf)
-			if err != nil {
-				return err
-			}
-			got.Write(buf[:n])
-			if strings.Contains(got.String(), "ERROR") {
-				return fmt.Errorf("modem answered %q", got.String())
-			}
-		}
-		return nil
-	}()
-	cancel()
-	<-served
-	if err != nil {
-		return fmt.Errorf("testbed: set initial mode %d: %w", mode, err)
-	}
-	if got := m.FunctionalMode(); got != mode {
-		return fmt.Errorf("testbed: set initial mode %d: modem is in %d", mode, got)
-	}
-	return nil
 }
 
 // WriteConfig rewrites the config file with the bench's settings, the Options.Settings, and
@@ -346,15 +297,8 @@ func (b *Bed) Cloud() *simcloud.Server { return b.cloud }
 // UUID is the device UUID.
 func (b *Bed) UUID() string { return b.uuid }
 
-// ModemCommands returns the command lines the modem received since Start, leaving out the
-// bench's own setup commands.
-func (b *Bed) ModemCommands() []string {
-	log := b.modem.CommandLog()
-	if len(log) < b.baseline {
-		return nil
-	}
-	return log[b.baseline:]
-}
+// ModemCommands returns the command lines the modem received since Start, in order.
+func (b *Bed) ModemCommands() []string { return b.modem.CommandLog() }
 
 // Uploads returns every response batch the device uploaded, in arrival order.
 func (b *Bed) Uploads() ([]simcloud.Upload, error) { return b.cloud.Responses(b.uuid) }
