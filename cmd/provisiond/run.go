@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -77,6 +79,11 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 	if cfg.Modem.Port == "" {
 		return &exitError{code: exitConfig, err: errors.New("modem.port is not set (config file or PROVISIOND_MODEM_PORT)")}
 	}
+	if opts.once && daemonAnswers(cfg.Control.Socket) {
+		// The daemon owns the modem and the settings file; a second process on either would
+		// interleave AT commands (root ignores the tty's exclusive flag) and lose writes.
+		return fmt.Errorf("a provisiond daemon is running (control socket %s) and owns the modem: use `provisiond now` instead of run --once", cfg.Control.Socket)
+	}
 	level := zap.NewAtomicLevel()
 	log, err := logging.New(logging.Config{Level: cfg.Log.Level, Format: cfg.Log.Format, Writer: stderr, Atomic: level})
 	if err != nil {
@@ -124,6 +131,16 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 	}
 	r := &runner{opts: opts, cfg: cfg, log: log, level: level, d: d, dial: &dial, sd: sd}
 	return r.serve(ctx)
+}
+
+// daemonAnswers reports whether a daemon accepts connections on the control socket.
+func daemonAnswers(socket string) bool {
+	conn, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // runOnce is --once: one attempt, judged for a factory script.

@@ -306,6 +306,12 @@ func TestRunDaemon(t *testing.T) {
 		t.Error("the attestation token appears in the log")
 	}
 
+	// --once next to a running daemon would fight over the modem and the settings file.
+	err = run(ctx, runOptions{configPath: b.config, explicit: true, once: true}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "a provisiond daemon is running") {
+		t.Errorf("run --once beside the daemon: got %v, want a refusal", err)
+	}
+
 	// Interval: set over the socket, persisted in the store under the protocol's key.
 	if err := c.SetInterval(ctx, 3600); err != nil {
 		t.Fatal(err)
