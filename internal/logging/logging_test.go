@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/creack/pty"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -243,5 +244,21 @@ func TestPriority(t *testing.T) {
 				t.Errorf("Priority(%v) = %d, want %d", tt.level, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestTerminalDetection(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	file, _ := journalFile(t)
+	if !isTerminal(tty) {
+		t.Error("a pty is not taken for a terminal")
+	}
+	if isTerminal(file) {
+		t.Error("a regular file is taken for a terminal")
 	}
 }
