@@ -233,8 +233,8 @@ func (r *runner) serve(ctx context.Context) error {
 			}
 		case <-done:
 			// The engine restores the modem and keeps the outbox; the control server lets
-			// requests in flight finish. Both end their loops on ctx.
-			done, sigs = nil, nil
+			// requests in flight finish. Both end their loops on ctx. No READY after STOPPING.
+			done, sigs, ready = nil, nil, nil
 			r.log.Info("stopping")
 			r.notify(r.sd.Stopping)
 		case runErr = <-runDone:
