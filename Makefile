@@ -45,5 +45,11 @@ fuzz:
 fuzz-smoke:
 	@./scripts/fuzz.sh 5s
 
+# The README's first command: the real daemon provisions the simulated nRF91 (on a pty) from
+# the simulated Provisioning Service (on loopback). `make demo TRANSPORT=coap` uses CoAP/DTLS.
+TRANSPORT ?= http
+demo: build
+	$(GO) run ./cmd/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
+
 clean:
 	rm -rf $(BIN)
