@@ -35,7 +35,9 @@ step "make deb (version $version)"
 make --no-print-directory -f Makefile -f deploy/Makefile.inc deb DEB_VERSION="$version" >"$tmp/build.log" 2>&1 ||
 	{ cat "$tmp/build.log"; fail "make deb"; }
 debs=(dist/provisiond_"${version}"-1_*.deb)
-[ "${#debs[@]}" -eq 1 ] && [ -f "${debs[0]}" ] || fail "want one dist/provisiond_${version}-1_<arch>.deb; dist holds: $(ls dist)"
+if [ "${#debs[@]}" -ne 1 ] || [ ! -f "${debs[0]}" ]; then
+	fail "want one dist/provisiond_${version}-1_<arch>.deb; dist holds: $(ls dist)"
+fi
 deb=${debs[0]}
 arch=${deb##*_}
 arch=${arch%.deb}
