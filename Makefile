@@ -52,4 +52,7 @@ demo: build
 	$(GO) run ./cmd/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist
+
+# Debian package and deployment checks (issue 6): make deb, make deploy-check.
+include deploy/Makefile.inc

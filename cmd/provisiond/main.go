@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newUUIDCmd(),
 		newIntervalCmd(),
+		newCompletionCmd(),
 	)
 	return root
 }
