@@ -10,7 +10,6 @@ package coaptransport
 import (
 	"context"
 	"crypto/x509"
-	_ "embed" // the nRF Cloud CoAP root
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +25,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/options"
 
+	"github.com/provisiond/provisiond/internal/rootca"
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
@@ -36,17 +36,6 @@ const (
 	DefaultTimeout   = 30 * time.Second
 	DefaultBlockSize = 1024
 )
-
-// rootPEM is the self-signed "CN = nRF Cloud" EC P-256 root that signs the DTLS certificate of
-// coap.nrfcloud.com (SHA-256 40:47:1D:DD:…:13:43:5F:52). It is in no system bundle, so it ships
-// with the binary; a copy of ../shared/certs/nrf-cloud-coap-root-ca.pem.
-//
-//go:embed nrf-cloud-coap-root-ca.pem
-var rootPEM []byte
-
-// RootPEM returns the embedded nRF Cloud CoAP root certificate, for writing into the modem's
-// security tag when it is empty (protocol.md §5.3).
-func RootPEM() []byte { return append([]byte(nil), rootPEM...) }
 
 // Config configures a Transport. The zero value talks to the real service, verified against
 // the embedded nRF Cloud CoAP root, with DTLS Connection ID support and full handshakes.
@@ -122,7 +111,9 @@ func New(cfg Config) (*Transport, error) {
 	case cfg.CAFile != "":
 		roots, err = transport.LoadRoots(cfg.CAFile)
 	default:
-		roots, err = transport.ParseRoots(rootPEM, "embedded nRF Cloud CoAP root")
+		// The self-signed nRF Cloud root of coap.nrfcloud.com is in no system bundle, so the
+		// binary carries it (the same copy the daemon writes into the modem's CA tag).
+		roots, err = transport.ParseRoots([]byte(rootca.NRFCloudCoAP), "embedded nRF Cloud CoAP root")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("coaptransport: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"go.uber.org/goleak"
 
+	"github.com/provisiond/provisiond/internal/rootca"
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
@@ -623,17 +624,17 @@ func TestNew(t *testing.T) {
 			t.Errorf("address: got %s", tr.addr)
 		}
 	})
-	t.Run("embedded root is the nRF Cloud CoAP root", func(t *testing.T) {
-		block, _ := pem.Decode(RootPEM())
-		if block == nil {
-			t.Fatal("RootPEM: no PEM block")
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
+	t.Run("default roots are the nRF Cloud CoAP root", func(t *testing.T) {
+		tr, err := New(Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cert.Subject.CommonName != "nRF Cloud" || !cert.IsCA {
-			t.Errorf("root: got subject %q, CA %v", cert.Subject, cert.IsCA)
+		want := x509.NewCertPool()
+		if !want.AppendCertsFromPEM([]byte(rootca.NRFCloudCoAP)) {
+			t.Fatal("rootca.NRFCloudCoAP: no certificate")
+		}
+		if !tr.roots.Equal(want) {
+			t.Error("default roots are not exactly rootca.NRFCloudCoAP")
 		}
 	})
 	t.Run("ca file is used", func(t *testing.T) {
