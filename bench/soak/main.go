@@ -702,6 +702,8 @@ func report(o options, lanes []*lane, res *result, done int, el time.Duration) {
 		row("threads", func(p benchkit.Proc) float64 { return float64(p.Threads) }, "")
 		row("VmRSS", func(p benchkit.Proc) float64 { return float64(p.RSSKiB) / 1024 }, " MiB")
 		row("VmHWM", func(p benchkit.Proc) float64 { return float64(p.HWMKiB) / 1024 }, " MiB")
+		row("RssAnon", func(p benchkit.Proc) float64 { return float64(p.AnonKiB) / 1024 }, " MiB")
+		row("RssFile", func(p benchkit.Proc) float64 { return float64(p.FileKiB) / 1024 }, " MiB")
 		row("CPU (utime+stime, cumulative)", func(p benchkit.Proc) float64 { return p.CPU.Seconds() }, " s")
 	}
 	for _, l := range lanes[:1] {

@@ -100,6 +100,8 @@ type Proc struct {
 	Involuntary int64         // involuntary context switches, summed over the live threads
 	RSSKiB      int64         // VmRSS
 	HWMKiB      int64         // VmHWM: peak RSS
+	AnonKiB     int64         // RssAnon: heap, stacks and other private memory
+	FileKiB     int64         // RssFile: mapped file pages (mostly the binary's text)
 	Threads     int
 	FDs         int
 }
@@ -135,6 +137,8 @@ func ReadProc(pid int) (Proc, error) {
 	}
 	p.RSSKiB = statusField(status, "VmRSS:")
 	p.HWMKiB = statusField(status, "VmHWM:")
+	p.AnonKiB = statusField(status, "RssAnon:")
+	p.FileKiB = statusField(status, "RssFile:")
 	p.Threads = int(statusField(status, "Threads:"))
 
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
