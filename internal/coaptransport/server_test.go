@@ -2,14 +2,7 @@ package coaptransport
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -25,69 +18,9 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/pkg/runner/periodic"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/provisiond/provisiond/internal/transport/transporttest"
 )
-
-// testCA is a throwaway root that issues the test server's certificate.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test root"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// leaf issues an EC P-256 server certificate for 127.0.0.1 and localhost.
-func (ca *testCA) leaf(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
-}
 
 // request is what the test server saw of one (reassembled) request.
 type request struct {
@@ -109,7 +42,7 @@ type reply struct {
 
 // coapServer is an in-process CoAP/DTLS server with one handler per resource.
 type coapServer struct {
-	ca   *testCA
+	ca   *transporttest.CA
 	addr string
 
 	mu       sync.Mutex
@@ -125,13 +58,13 @@ type serverOpts struct {
 
 func newCoAPServer(t *testing.T, so serverOpts) *coapServer {
 	t.Helper()
-	s := &coapServer{ca: newTestCA(t), handlers: map[string]func(request) reply{}}
+	s := &coapServer{ca: transporttest.NewCA(t), handlers: map[string]func(request) reply{}}
 	s.handlers[authPath] = func(request) reply { return reply{Code: codes.Created} }
 	s.handlers[cmdPath] = func(request) reply { return reply{Code: codes.Content} }
 	s.handlers[rspPath] = func(request) reply { return reply{Code: codes.Changed} }
 
 	dtlsOpts := []piondtls.ServerOption{
-		piondtls.WithCertificates(s.ca.leaf(t)),
+		piondtls.WithCertificates(s.ca.Leaf(t)),
 		piondtls.WithLoggerFactory(silentLoggers()),
 	}
 	if so.cid {
@@ -234,8 +167,13 @@ func (s *coapServer) udpAddr() *net.UDPAddr {
 	return a
 }
 
+// target is the server as the shared open-failure cases see it.
+func (s *coapServer) target() transporttest.Target {
+	return transporttest.Target{Hostname: "127.0.0.1", Port: s.port(), RootCAs: s.ca.Pool(), Timeout: 5 * time.Second}
+}
+
 func (s *coapServer) config() Config {
-	return Config{Hostname: "127.0.0.1", Port: s.port(), RootCAs: s.ca.pool(), Timeout: 5 * time.Second}
+	return Config{Hostname: "127.0.0.1", Port: s.port(), RootCAs: s.ca.Pool(), Timeout: 5 * time.Second}
 }
 
 // relay forwards datagrams between clients and a server. It can black-hole traffic, change

@@ -33,8 +33,6 @@ const (
 	tick = 100 * time.Millisecond
 	// closeWait bounds how long Close waits for the CoAP reader to stop.
 	closeWait = 5 * time.Second
-	// detailLen bounds the diagnostic payload kept in a StatusError.
-	detailLen = 200
 )
 
 // Session is one DTLS session for one provisioning attempt. Fetch and Upload are meant to be
@@ -220,16 +218,12 @@ func readBody(m *pool.Message, limit int) ([]byte, error) {
 
 // statusError maps a response code that is not the step's success code (protocol.md §2.3).
 func statusError(op string, m *pool.Message) error {
-	var detail []byte
-	if body := m.Body(); body != nil {
-		detail, _ = io.ReadAll(io.LimitReader(body, detailLen))
-	}
 	return &transport.StatusError{
 		Transport: "coap",
 		Op:        op,
 		Code:      codeString(m.Code()),
 		Kind:      codeKind(m.Code()),
-		Detail:    printable(detail),
+		Detail:    transport.ReadDetail(m.Body()),
 	}
 }
 
@@ -256,16 +250,6 @@ func codeKind(c codes.Code) error {
 // codeString writes a code the way CoAP documents do: "4.01".
 func codeString(c codes.Code) string {
 	return fmt.Sprintf("%d.%02d", uint8(c)>>5, uint8(c)&0x1f)
-}
-
-// printable keeps the ASCII printable part of a diagnostic payload.
-func printable(b []byte) string {
-	return strings.TrimSpace(strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, string(b)))
 }
 
 // netErr classifies a request failure. A request cut short because the session ended (the

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -20,18 +19,16 @@ import (
 
 	"github.com/provisiond/provisiond/internal/rootca"
 	"github.com/provisiond/provisiond/internal/transport"
+	"github.com/provisiond/provisiond/internal/transport/transporttest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testJWT = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJucmY5MTYxLngifQ.c2ln"
+const testJWT = transporttest.JWT
 
-var fetchReq = transport.FetchRequest{
-	RxMaxSize: 1024, TxMaxSize: 2048, Limit: 10,
-	ModemVersion: "mfw_nrf9161_2.0.1", ClientVersion: "0.1.0", JWT: testJWT,
-}
+var fetchReq = transporttest.FetchRequest()
 
 func open(t *testing.T, cfg Config) *Session {
 	t.Helper()
@@ -39,12 +36,17 @@ func open(t *testing.T, cfg Config) *Session {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	s, err := tr.Open(context.Background())
+	return transporttest.Open(t, tr.Open)
+}
+
+// openTarget is how the shared open-failure cases reach this transport.
+func openTarget(ctx context.Context, tg transporttest.Target) (*Session, error) {
+	tr, err := New(Config{Hostname: tg.Hostname, Port: tg.Port, RootCAs: tg.RootCAs, Timeout: tg.Timeout,
+		Resolver: tg.Resolver, DialContext: tg.DialContext})
 	if err != nil {
-		t.Fatalf("Open: %v", err)
+		return nil, err
 	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return tr.Open(ctx)
 }
 
 func TestRoundOnTheWire(t *testing.T) {
@@ -288,75 +290,7 @@ func TestBlockwise(t *testing.T) {
 
 func TestOpenFailures(t *testing.T) {
 	srv := newCoAPServer(t, serverOpts{})
-	noDNS := &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
-		return nil, errors.New("no name server in this test")
-	}}
-	// A UDP socket that reads and never answers.
-	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hole.Close() })
-
-	tests := []struct {
-		name string
-		cfg  func() Config
-		want error
-	}{
-		{name: "roots of another CA", cfg: func() Config {
-			c := srv.config()
-			c.RootCAs = newTestCA(t).pool()
-			return c
-		}, want: transport.ErrWrongRootCA},
-		{name: "the embedded nRF Cloud root does not sign the test server", cfg: func() Config {
-			c := srv.config()
-			c.RootCAs = nil
-			return c
-		}, want: transport.ErrWrongRootCA},
-		{name: "name not in the certificate", cfg: func() Config {
-			c := srv.config()
-			c.Hostname = "coap.example.com"
-			c.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, srv.addr)
-			}
-			return c
-		}, want: transport.ErrWrongRootCA},
-		{name: "unresolvable host", cfg: func() Config {
-			return Config{Hostname: "coap.invalid", Resolver: noDNS}
-		}, want: transport.ErrDNS},
-		{name: "port closed (ICMP unreachable)", cfg: func() Config {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := srv.config()
-			c.Port = pc.LocalAddr().(*net.UDPAddr).Port
-			_ = pc.Close()
-			return c
-		}, want: transport.ErrConnect},
-		{name: "silent server", cfg: func() Config {
-			c := srv.config()
-			c.Port = hole.LocalAddr().(*net.UDPAddr).Port
-			c.Timeout = 200 * time.Millisecond
-			return c
-		}, want: transport.ErrTimeout},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tr, err := New(tt.cfg())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := tr.Open(context.Background())
-			if err == nil {
-				_ = s.Close()
-				t.Fatal("Open succeeded")
-			}
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("Open: got %v, want %v", err, tt.want)
-			}
-		})
-	}
+	transporttest.RunOpenFailures(t, transporttest.OpenFailures(t, "udp", srv.target()), openTarget)
 }
 
 func TestOpenCancelled(t *testing.T) {
@@ -405,13 +339,7 @@ func TestCallerCancel(t *testing.T) {
 	cfg.Port = r.port()
 	s := open(t, cfg)
 	r.drop.Store(true)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for s.Stats().Requests == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-	}()
+	ctx := transporttest.CancelInFlight(t, s)
 	_, err := s.Fetch(ctx, fetchReq)
 	if !errors.Is(err, context.Canceled) || errors.Is(err, transport.ErrTimeout) {
 		t.Fatalf("Fetch: got %v, want context.Canceled only", err)
@@ -499,20 +427,7 @@ func TestSessionResumption(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resumed := 0
-			for i := range 3 {
-				s, err := tr.Open(context.Background())
-				if err != nil {
-					t.Fatalf("Open %d: %v", i, err)
-				}
-				if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, transport.ErrNoCommands) {
-					t.Fatalf("Fetch %d: %v", i, err)
-				}
-				resumed += s.Stats().ResumedHandshakes
-				if err := s.Close(); err != nil {
-					t.Fatalf("Close %d: %v", i, err)
-				}
-			}
+			resumed := transporttest.ResumedOver(t, 3, tr.Open)
 			if resumed != tt.want {
 				t.Errorf("resumed handshakes: got %d, want %d", resumed, tt.want)
 			}
@@ -541,19 +456,8 @@ func TestCloseLeavesNothingBehind(t *testing.T) {
 	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, transport.ErrNoCommands) {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
+	transporttest.CheckClosed(t, s, ErrClosed)
 	goleak.VerifyNone(t, opt)
-	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, ErrClosed) {
-		t.Errorf("Fetch after Close: got %v", err)
-	}
-	if err := s.Upload(context.Background(), transport.UploadRequest{}); !errors.Is(err, ErrClosed) {
-		t.Errorf("Upload after Close: got %v", err)
-	}
 }
 
 // TestNothingOnStdout runs a session through a dropped session and a handshake failure, which
@@ -583,7 +487,7 @@ func TestNothingOnStdout(t *testing.T) {
 	}
 	_, _ = s.Fetch(context.Background(), fetchReq)
 	_ = s.Close()
-	cfg.RootCAs = newTestCA(t).pool()
+	cfg.RootCAs = transporttest.NewCA(t).Pool()
 	if tr, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -604,11 +508,6 @@ func TestNothingOnStdout(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 
 	t.Run("defaults", func(t *testing.T) {
 		tr, err := New(Config{})
@@ -639,15 +538,10 @@ func TestNew(t *testing.T) {
 	})
 	t.Run("ca file is used", func(t *testing.T) {
 		srv := newCoAPServer(t, serverOpts{})
-		srv.ca = ca // not used by the server: prove CAFile is what the client trusts
 		cfg := srv.config()
-		cfg.RootCAs, cfg.CAFile = nil, caFile
-		tr, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tr.Open(context.Background()); !errors.Is(err, transport.ErrWrongRootCA) {
-			t.Fatalf("Open with a CA file of another CA: got %v, want ErrWrongRootCA", err)
+		cfg.RootCAs, cfg.CAFile = nil, transporttest.CertFile(t, srv.ca.Cert)
+		if _, err := open(t, cfg).Fetch(context.Background(), fetchReq); !errors.Is(err, transport.ErrNoCommands) {
+			t.Fatalf("Fetch: got %v, want ErrNoCommands", err)
 		}
 	})
 	for _, tt := range []struct {

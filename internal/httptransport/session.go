@@ -14,12 +14,9 @@ import (
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
-// Bounds on reading the body of a response that is not a batch of commands: enough for a short
-// diagnostic, and draining a little more lets the keep-alive connection be reused.
-const (
-	detailLen = 200
-	drainMax  = 64 << 10
-)
+// drainMax bounds reading the rest of a response that is not a batch of commands: draining a
+// little more than the diagnostic excerpt lets the keep-alive connection be reused.
+const drainMax = 64 << 10
 
 // Session is one provisioning attempt over one keep-alive TLS connection. Fetch and Upload are
 // meant to be called from one goroutine, one at a time; Stats may be called from any goroutine.
@@ -208,14 +205,14 @@ func isQuerySafe(c byte) bool {
 // statusError maps a non-success status (protocol.md §1.4) and keeps a short, printable
 // excerpt of the body for the log.
 func statusError(op string, resp *http.Response) error {
-	buf, _ := io.ReadAll(io.LimitReader(resp.Body, detailLen))
+	detail := transport.ReadDetail(resp.Body)
 	drain(resp.Body)
 	return &transport.StatusError{
 		Transport: "http",
 		Op:        op,
 		Code:      strconv.Itoa(resp.StatusCode),
 		Kind:      statusKind(op, resp.StatusCode),
-		Detail:    printable(buf),
+		Detail:    detail,
 	}
 }
 
@@ -249,16 +246,6 @@ func statusKind(op string, code int) error {
 
 // drain reads what is left of a body, up to a bound, so the connection can be reused.
 func drain(r io.Reader) { _, _ = io.Copy(io.Discard, io.LimitReader(r, drainMax)) }
-
-// printable keeps the ASCII printable part of a diagnostic body.
-func printable(b []byte) string {
-	return strings.TrimSpace(strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return -1
-		}
-		return r
-	}, string(b)))
-}
 
 // wrapNetErr prefixes a network failure with its step and, when recognised, its sentinel.
 func wrapNetErr(op string, err error) error {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -23,13 +22,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/provisiond/provisiond/internal/transport"
+	"github.com/provisiond/provisiond/internal/transport/transporttest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testJWT = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJucmY5MTYxLngifQ.c2ln"
+const testJWT = transporttest.JWT
+
+var fetchReq = transporttest.FetchRequest()
 
 // server is an in-process HTTPS server that counts the TCP connections it accepts.
 type server struct {
@@ -95,17 +97,17 @@ func open(t *testing.T, cfg Config) *Session {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	s, err := tr.Open(context.Background())
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return transporttest.Open(t, tr.Open)
 }
 
-var fetchReq = transport.FetchRequest{
-	After: "", RxMaxSize: 1024, TxMaxSize: 2048, Limit: 10,
-	ModemVersion: "mfw_nrf9161_2.0.1", ClientVersion: "0.1.0", JWT: testJWT,
+// openTarget is how the shared open-failure cases reach this transport.
+func openTarget(ctx context.Context, tg transporttest.Target) (*Session, error) {
+	tr, err := New(Config{Hostname: tg.Hostname, Port: tg.Port, RootCAs: tg.RootCAs, Timeout: tg.Timeout,
+		Resolver: tg.Resolver, DialContext: tg.DialContext})
+	if err != nil {
+		return nil, err
+	}
+	return tr.Open(ctx)
 }
 
 func TestFetchRequestOnTheWire(t *testing.T) {
@@ -196,7 +198,7 @@ func TestFetchStatusMapping(t *testing.T) {
 		{name: "201 unsupported", status: 201, want: transport.ErrUnsupported},
 		{name: "302 is not followed", status: 302, want: transport.ErrUnsupported},
 		{name: "detail is cut and cleaned", status: 500, body: "a\x00b\n" + strings.Repeat("x", 500), want: transport.ErrBusy,
-			detail: "ab" + strings.Repeat("x", detailLen-4)},
+			detail: "ab" + strings.Repeat("x", transport.DetailLen-4)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -415,14 +417,7 @@ func TestCallerCancelIsNotATimeout(t *testing.T) {
 	})
 	defer close(release)
 	s := open(t, srv.config(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		// Cancel once the request is in flight.
-		for s.Stats().Requests == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-	}()
+	ctx := transporttest.CancelInFlight(t, s)
 	_, err := s.Fetch(ctx, fetchReq)
 	if !errors.Is(err, context.Canceled) || errors.Is(err, transport.ErrTimeout) {
 		t.Fatalf("Fetch: got %v, want context.Canceled only", err)
@@ -431,20 +426,8 @@ func TestCallerCancelIsNotATimeout(t *testing.T) {
 
 func TestOpenFailures(t *testing.T) {
 	good := newServer(t, func(http.ResponseWriter, *http.Request) {})
-	otherCA := newTestCA(t)
+	cases := transporttest.OpenFailures(t, "tcp", transporttest.Target{Hostname: "127.0.0.1", Port: good.port(t), RootCAs: good.roots()})
 
-	closedPort := func() int {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		return p
-	}()
-	noDNS := &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
-		return nil, errors.New("no name server in this test")
-	}}
 	// A server that hangs up in the middle of the handshake.
 	hangup, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -461,86 +444,10 @@ func TestOpenFailures(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
+	cases = append(cases, transporttest.OpenFailure{Name: "hang-up during the handshake", Want: transport.ErrShutdown,
+		Target: transporttest.Target{Hostname: "127.0.0.1", Port: hangup.Addr().(*net.TCPAddr).Port, RootCAs: good.roots()}})
 
-	tests := []struct {
-		name string
-		cfg  func() Config
-		want error
-	}{
-		{name: "roots of another server", cfg: func() Config {
-			c := good.config(t)
-			c.RootCAs = otherCA.pool()
-			return c
-		}, want: transport.ErrWrongRootCA},
-		{name: "system roots do not know the test CA", cfg: func() Config {
-			c := good.config(t)
-			c.RootCAs = nil
-			return c
-		}, want: transport.ErrWrongRootCA},
-		{name: "name not in the certificate", cfg: func() Config {
-			c := good.config(t)
-			c.Hostname = "localhost"
-			c.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, good.Listener.Addr().String())
-			}
-			return c
-		}, want: transport.ErrWrongRootCA},
-		{name: "unresolvable host", cfg: func() Config {
-			return Config{Hostname: "provisioning.invalid", Port: 443, Resolver: noDNS}
-		}, want: transport.ErrDNS},
-		{name: "connection refused", cfg: func() Config {
-			c := good.config(t)
-			c.Port = closedPort
-			return c
-		}, want: transport.ErrConnect},
-		{name: "hang-up during the handshake", cfg: func() Config {
-			c := good.config(t)
-			c.Port = hangup.Addr().(*net.TCPAddr).Port
-			return c
-		}, want: transport.ErrShutdown},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tr, err := New(tt.cfg())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := tr.Open(context.Background())
-			if err == nil {
-				_ = s.Close()
-				t.Fatal("Open succeeded")
-			}
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("Open: got %v, want %v", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestOpenTimeout(t *testing.T) {
-	// A listener that accepts but never answers the ClientHello.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		<-done
-		_ = c.Close()
-	}()
-	tr, err := New(Config{Hostname: "127.0.0.1", Port: l.Addr().(*net.TCPAddr).Port, Timeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tr.Open(context.Background()); !errors.Is(err, transport.ErrTimeout) {
-		t.Fatalf("Open: got %v, want ErrTimeout", err)
-	}
+	transporttest.RunOpenFailures(t, cases, openTarget)
 }
 
 func TestDroppedConnection(t *testing.T) {
@@ -599,19 +506,7 @@ func TestSessionResumptionAcrossAttempts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var resumed int
-	for i := range 3 {
-		s, err := tr.Open(context.Background())
-		if err != nil {
-			t.Fatalf("Open %d: %v", i, err)
-		}
-		// TLS 1.3 delivers the ticket after the handshake; one request makes the client read it.
-		if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, transport.ErrNoCommands) {
-			t.Fatalf("Fetch %d: %v", i, err)
-		}
-		resumed += s.Stats().ResumedHandshakes
-		_ = s.Close()
-	}
+	resumed := transporttest.ResumedOver(t, 3, tr.Open)
 	if resumed != 2 {
 		t.Errorf("resumed handshakes over 3 attempts: got %d, want 2", resumed)
 	}
@@ -619,28 +514,13 @@ func TestSessionResumptionAcrossAttempts(t *testing.T) {
 
 func TestClosedSession(t *testing.T) {
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
-	s := open(t, srv.config(t))
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Fetch after Close: got %v", err)
-	}
-	if err := s.Upload(context.Background(), transport.UploadRequest{}); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Upload after Close: got %v", err)
-	}
+	transporttest.CheckClosed(t, open(t, srv.config(t)), ErrClosed)
 }
 
 func TestNew(t *testing.T) {
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
+	caFile := transporttest.CertFile(t, srv.Certificate())
 	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	junk := filepath.Join(dir, "junk.pem")
 	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
@@ -680,6 +560,18 @@ func TestNew(t *testing.T) {
 				t.Fatal("New accepted a bad config")
 			}
 		})
+	}
+}
+
+func TestIssuedByConfiguredRoot(t *testing.T) {
+	ca := transporttest.NewCA(t)
+	srv := newServerTLS(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) },
+		&tls.Config{Certificates: []tls.Certificate{ca.Leaf(t)}})
+	cfg := srv.config(t)
+	cfg.RootCAs = ca.Pool()
+	s := open(t, cfg)
+	if _, err := s.Fetch(context.Background(), fetchReq); !errors.Is(err, transport.ErrNoCommands) {
+		t.Fatalf("Fetch: got %v, want ErrNoCommands", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -65,6 +66,24 @@ func (e *StatusError) Error() string {
 
 // Unwrap lets errors.Is match the Kind sentinel.
 func (e *StatusError) Unwrap() error { return e.Kind }
+
+// DetailLen bounds the excerpt of a diagnostic body kept in StatusError.Detail.
+const DetailLen = 200
+
+// ReadDetail reads at most DetailLen bytes of a diagnostic body (nil: none) and keeps their
+// ASCII printable part, trimmed, for StatusError.Detail: the service's text ends up in the log.
+func ReadDetail(body io.Reader) string {
+	if body == nil {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(body, DetailLen))
+	return strings.TrimSpace(strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, string(b)))
+}
 
 // Backoff reports whether err is an outcome after which the scheduler backs off
 // (busy or timeout, protocol.md §4.7) instead of waiting a normal interval.

@@ -41,17 +41,7 @@ func BenchmarkAttemptHTTP(b *testing.B) {
 	}
 	b.Run("keepalive", func(b *testing.B) {
 		tr := newTransport(b)
-		benchAttempts(b, sim, func(b *testing.B, d device) transport.Stats {
-			s, err := tr.Open(context.Background())
-			if err != nil {
-				b.Fatal(err)
-			}
-			runBenchJob(b, s, d)
-			if err := s.Close(); err != nil {
-				b.Fatal(err)
-			}
-			return s.Stats()
-		})
+		benchAttempts(b, sim, oneSession(tr.Open))
 	})
 	b.Run("per-request", func(b *testing.B) {
 		tr := newTransport(b)
@@ -84,17 +74,7 @@ func BenchmarkAttemptCoAP(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("one-session", func(b *testing.B) {
-		benchAttempts(b, sim, func(b *testing.B, d device) transport.Stats {
-			s, err := tr.Open(context.Background())
-			if err != nil {
-				b.Fatal(err)
-			}
-			runBenchJob(b, s, d)
-			if err := s.Close(); err != nil {
-				b.Fatal(err)
-			}
-			return s.Stats()
-		})
+		benchAttempts(b, sim, oneSession(tr.Open))
 	})
 	b.Run("reconnect-per-upload", func(b *testing.B) {
 		benchAttempts(b, sim, func(b *testing.B, d device) transport.Stats {
@@ -132,6 +112,21 @@ func BenchmarkAttemptCoAP(b *testing.B) {
 			return total
 		})
 	})
+}
+
+// oneSession is provisiond's pattern: the whole attempt on one session.
+func oneSession[S uplink](open func(context.Context) (S, error)) pattern {
+	return func(b *testing.B, d device) transport.Stats {
+		s, err := open(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		runBenchJob(b, s, d)
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		return s.Stats()
+	}
 }
 
 // benchAttempts runs one attempt per iteration on a fresh queue and reports the wire cost

@@ -62,11 +62,7 @@ func openHTTP(t testing.TB, sim *simcloud.Server, timeout time.Duration) (uplink
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := tr.Open(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return asUplink(tr.Open(context.Background()))
 }
 
 func openCoAP(t testing.TB, sim *simcloud.Server, timeout time.Duration) (uplink, error) {
@@ -77,7 +73,12 @@ func openCoAP(t testing.TB, sim *simcloud.Server, timeout time.Duration) (uplink
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := tr.Open(context.Background())
+	return asUplink(tr.Open(context.Background()))
+}
+
+// asUplink passes on what a transport's Open returned, with no session (not a typed nil) on
+// failure.
+func asUplink[S uplink](s S, err error) (uplink, error) {
 	if err != nil {
 		return nil, err
 	}
