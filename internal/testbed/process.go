@@ -210,6 +210,7 @@ var ErrExited = errors.New("testbed: provisiond exited")
 // WaitLog waits until a stderr line from index from on satisfies match and returns it with
 // its index. It fails when ctx ends or the process exits first.
 func (p *Process) WaitLog(ctx context.Context, from int, match func(LogEntry) bool) (LogEntry, int, error) {
+	from = max(from, 0)
 	for {
 		p.mu.Lock()
 		for i := from; i < len(p.entries); i++ {

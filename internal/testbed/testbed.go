@@ -155,7 +155,12 @@ func (b *Bed) setup(ctx context.Context) error {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
 	b.modem, b.uuid = m, m.UUID()
-	p, err := m.ServePTY(runCtx)
+	var p *simmodem.PTY
+	err = withPTYLock(func() error {
+		var err error
+		p, err = m.ServePTY(runCtx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
@@ -288,8 +293,14 @@ func (b *Bed) ModemPath() string { return b.pty.Path() }
 // Modem is the simulated nRF91.
 func (b *Bed) Modem() *simmodem.Modem { return b.modem }
 
-// PTY is the modem's pty (Unplug, Replug).
+// PTY is the modem's pty (Unplug). Replug through Bed.Replug, which keeps the new pty's
+// master out of child processes.
 func (b *Bed) PTY() *simmodem.PTY { return b.pty }
+
+// Replug plugs the modem back in on a new pty (the stable link follows).
+func (b *Bed) Replug() error {
+	return withPTYLock(b.pty.Replug)
+}
 
 // Cloud is the simulated Provisioning Service.
 func (b *Bed) Cloud() *simcloud.Server { return b.cloud }
