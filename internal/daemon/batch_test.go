@@ -31,7 +31,11 @@ func TestBatchResponses(t *testing.T) {
 		wantEvent  Event
 		wantFailed int
 		wantCursor string
-		check      func(t *testing.T, h *harness)
+		// next is a second batch queued behind cmds.
+		next []proto.Command
+		// neverSent are prefixes of commands the modem must not see.
+		neverSent []string
+		check     func(t *testing.T, h *harness)
 	}{
 		{
 			name:       "vector D4 all succeed",
@@ -203,13 +207,7 @@ func TestBatchResponses(t *testing.T) {
 			want:       []proto.Response{ack("c"), finAck("f")},
 			wantEvent:  EventDone,
 			wantCursor: "f",
-			check: func(t *testing.T, h *harness) {
-				for _, c := range h.m.commands() {
-					if strings.HasPrefix(c, "AT+CFUN") || strings.HasPrefix(c, "AT+CMEE") {
-						t.Errorf("config-only batch sent %s", c)
-					}
-				}
-			},
+			neverSent:  []string{"AT+CFUN", "AT+CMEE"},
 		},
 		{
 			name:       "modem already offline is not switched",
@@ -219,16 +217,7 @@ func TestBatchResponses(t *testing.T) {
 			wantBatch:  []string{"AT%A="},
 			wantEvent:  EventNoCommands,
 			wantCursor: "a",
-			check: func(t *testing.T, h *harness) {
-				for _, c := range h.m.commands() {
-					if strings.HasPrefix(c, "AT+CFUN=") {
-						t.Errorf("offline modem got %s", c)
-					}
-				}
-				if got := h.m.mode(); got != 4 {
-					t.Errorf("mode = %d, want 4", got)
-				}
-			},
+			neverSent:  []string{"AT+CFUN="},
 		},
 		{
 			name:       "modem powered off is not switched",
@@ -238,11 +227,7 @@ func TestBatchResponses(t *testing.T) {
 			wantBatch:  []string{"AT%A="},
 			wantEvent:  EventNoCommands,
 			wantCursor: "a",
-			check: func(t *testing.T, h *harness) {
-				if contains(h.m.commands(), "AT+CFUN=4") {
-					t.Error("powered-off modem was set to 4")
-				}
-			},
+			neverSent:  []string{"AT+CFUN=4"},
 		},
 		{
 			name:       "CMEE already on is left alone",
@@ -252,13 +237,7 @@ func TestBatchResponses(t *testing.T) {
 			wantBatch:  []string{"AT%A="},
 			wantEvent:  EventNoCommands,
 			wantCursor: "a",
-			check: func(t *testing.T, h *harness) {
-				for _, c := range h.m.commands() {
-					if strings.HasPrefix(c, "AT+CMEE=") {
-						t.Errorf("got %s with CMEE already 1", c)
-					}
-				}
-			},
+			neverSent:  []string{"AT+CMEE="},
 		},
 		{
 			name:       "batches repeat until no commands",
@@ -267,6 +246,7 @@ func TestBatchResponses(t *testing.T) {
 			wantBatch:  []string{"AT%A=", "AT%B="},
 			wantEvent:  EventDone,
 			wantCursor: "f",
+			next:       []proto.Command{at("b", "%B", ""), finished("f")},
 			check: func(t *testing.T, h *harness) {
 				ups := h.cloud.allUploads()
 				want := []proto.Response{okResp("b", "OK\r\n"), finAck("f")}
@@ -281,19 +261,11 @@ func TestBatchResponses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := testConfig()
-			if tt.cfg != nil {
-				tt.cfg(&cfg)
-			}
-			m := newFakeModem()
-			if tt.modem != nil {
-				tt.modem(m)
-			}
-			startMode := m.cfun
-			h := newHarness(t, cfg, m, nil)
+			h := rowHarness(t, tt.cfg, tt.modem)
+			startMode := h.m.mode()
 			h.cloud.push(t, tt.cmds...)
-			if tt.name == "batches repeat until no commands" {
-				h.cloud.push(t, at("b", "%B", ""), finished("f"))
+			if tt.next != nil {
+				h.cloud.push(t, tt.next...)
 			}
 			res, err := h.d.RunOnce(context.Background())
 			if err != nil {
@@ -318,6 +290,13 @@ func TestBatchResponses(t *testing.T) {
 			for _, k := range []string{keyJournal, keyOutbox, keySavedCFUN} {
 				if hasKey(h.kv, k) {
 					t.Errorf("%s left in the store: %q", k, getKey(h.kv, k))
+				}
+			}
+			for _, c := range h.m.commands() {
+				for _, p := range tt.neverSent {
+					if strings.HasPrefix(c, p) {
+						t.Errorf("modem got %s", c)
+					}
 				}
 			}
 			if tt.check != nil {
@@ -375,99 +354,123 @@ func eventStrings(evs []Event) []string {
 	return out
 }
 
-// TestConfigStoreFailure reproduces vector D2: a settings write failing with EIO.
-func TestConfigStoreFailure(t *testing.T) {
-	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
-	kv.fail = func(n int, changes []store.Change) error {
-		if touches(changes, "provisioning/interval-sec") {
-			return fmt.Errorf("store: write: %w", syscall.EIO)
-		}
-		return nil
-	}
-	h := newHarness(t, testConfig(), nil, kv)
-	id := "e5256918-aba9-4d12-8b87-f2c07affec5d.14"
-	h.cloud.push(t, config(id, "provisioning/interval-sec", "99"), finished("f"))
-	res, err := h.d.RunOnce(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Event != EventNoCommands || res.Failed != 1 {
-		t.Errorf("result = %+v", res)
-	}
-	h.cloud.mu.Lock()
-	body := h.cloud.uploadReqs[0].Body
-	h.cloud.mu.Unlock()
-	const d2 = "8184782765353235363931382d616261392d346431322d386238372d6632633037616666656335642e313418631afffffffb782d556e61626c6520746f2073746f7265205b305d28302d696e646578656429206b65792d76616c75652d70616972"
-	if got := hex.EncodeToString(body); got != d2 {
-		t.Errorf("upload = %s\nwant vector D2 %s", got, d2)
-	}
-}
-
-// TestJournalWriteFailureStopsBeforeCommand: a command whose start cannot be recorded is not
-// run, so it can never be run unreported.
-func TestJournalWriteFailureStopsBeforeCommand(t *testing.T) {
-	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
-	full := fmt.Errorf("store: write: %w", syscall.ENOSPC)
-	kv.fail = func(n int, changes []store.Change) error {
+// failWhen fails, with err, every store write that holds a change matching match.
+func failWhen(match func(store.Change) bool, err error) func(int, []store.Change) error {
+	return func(_ int, changes []store.Change) error {
 		for _, c := range changes {
-			if c.Key == keyJournal && strings.Contains(c.Value, `"executing":"b"`) {
-				return full
+			if match(c) {
+				return err
 			}
 		}
 		return nil
 	}
-	h := newHarness(t, testConfig(), nil, kv)
-	h.cloud.push(t, at("a", "%A", ""), at("b", "%B", ""), finished("f"))
-	res, err := h.d.RunOnce(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := h.m.batchCommands(); !reflect.DeepEqual(got, []string{"AT%A="}) {
-		t.Errorf("modem ran %q, want only AT%%A=", got)
-	}
-	if res.Event != EventFailed || !errors.Is(res.Err, ErrStore) {
-		t.Errorf("result = %+v, want FAILED with ErrStore", res)
-	}
-	ups := h.cloud.allUploads()
-	// FINISHED was not processed (it comes after b), so no ack; a is reported.
-	if want := []proto.Response{okResp("a", "OK\r\n")}; len(ups) != 1 || !reflect.DeepEqual(ups[0], want) {
-		t.Errorf("uploads = %v, want %v", ups, want)
-	}
-	if got := getKey(kv, DefaultStorePrefix+"/"+subkeyCursor); got != "a" {
-		t.Errorf("cursor = %q, want a (b is fetched again)", got)
-	}
-	if h.m.mode() != 1 {
-		t.Errorf("mode not restored: %d", h.m.mode())
-	}
 }
 
-// TestStoreBrokenKeepsResultsInMemory: when nothing can be written, executed results are
-// still uploaded from memory.
-func TestStoreBrokenKeepsResultsInMemory(t *testing.T) {
-	kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
-	var broken bool
-	kv.fail = func(n int, changes []store.Change) error {
+// breakAfter lets through the first store write that holds a change matching match and fails
+// every write after it with err: a store that breaks for good.
+func breakAfter(match func(store.Change) bool, err error) func(int, []store.Change) error {
+	broken := false
+	return func(_ int, changes []store.Change) error {
 		if broken {
-			return fmt.Errorf("store: %w", syscall.EROFS)
+			return err
 		}
 		for _, c := range changes {
-			if c.Key == keyJournal && strings.Contains(c.Value, `"executing":"a"`) {
-				broken = true // the journal before a is written; everything after fails
-			}
+			broken = broken || match(c)
 		}
 		return nil
 	}
-	h := newHarness(t, testConfig(), nil, kv)
-	h.cloud.push(t, at("a", "%A", ""), at("b", "%B", ""))
-	res, _ := h.d.RunOnce(context.Background())
-	if got := h.m.batchCommands(); !reflect.DeepEqual(got, []string{"AT%A="}) {
-		t.Errorf("modem ran %q, want only AT%%A= (the store broke)", got)
+}
+
+// journalling matches the journal entry written just before command id runs.
+func journalling(id string) func(store.Change) bool {
+	return func(c store.Change) bool {
+		return c.Key == keyJournal && strings.Contains(c.Value, `"executing":"`+id+`"`)
 	}
-	if ups := h.cloud.allUploads(); len(ups) != 1 || !reflect.DeepEqual(ups[0], []proto.Response{okResp("a", "OK\r\n")}) {
-		t.Errorf("uploads = %v", ups)
+}
+
+func TestBatchStoreFaults(t *testing.T) {
+	const d2ID = "e5256918-aba9-4d12-8b87-f2c07affec5d.14"
+	tests := []struct {
+		name       string
+		fail       func(n int, changes []store.Change) error
+		cmds       []proto.Command
+		wantEvent  Event
+		wantErr    error // Result.Err must match it; nil: no error
+		wantFailed int
+		wantBatch  []string
+		// wantUpload is the first upload, as responses or (wantUploadHex) as bytes.
+		wantUpload    []proto.Response
+		wantUploadHex string
+		wantCursor    string
+	}{
+		{
+			name: "vector D2: a settings write fails with EIO",
+			fail: failWhen(func(c store.Change) bool { return c.Key == "provisioning/interval-sec" },
+				fmt.Errorf("store: write: %w", syscall.EIO)),
+			cmds:          []proto.Command{config(d2ID, "provisioning/interval-sec", "99"), finished("f")},
+			wantEvent:     EventNoCommands,
+			wantFailed:    1,
+			wantUploadHex: "8184782765353235363931382d616261392d346431322d386238372d6632633037616666656335642e313418631afffffffb782d556e61626c6520746f2073746f7265205b305d28302d696e646578656429206b65792d76616c75652d70616972",
+			wantCursor:    d2ID,
+		},
+		{
+			// FINISHED comes after b, so it is not acknowledged; a is reported and b is
+			// fetched again.
+			name:       "a command whose start cannot be journalled is not run",
+			fail:       failWhen(journalling("b"), fmt.Errorf("store: write: %w", syscall.ENOSPC)),
+			cmds:       []proto.Command{at("a", "%A", ""), at("b", "%B", ""), finished("f")},
+			wantEvent:  EventFailed,
+			wantErr:    ErrStore,
+			wantBatch:  []string{"AT%A="},
+			wantUpload: []proto.Response{okResp("a", "OK\r\n")},
+			wantCursor: "a",
+		},
+		{
+			name:       "results executed before the store broke are uploaded from memory",
+			fail:       breakAfter(journalling("a"), fmt.Errorf("store: %w", syscall.EROFS)),
+			cmds:       []proto.Command{at("a", "%A", ""), at("b", "%B", "")},
+			wantEvent:  EventFailed,
+			wantErr:    ErrStore,
+			wantBatch:  []string{"AT%A="},
+			wantUpload: []proto.Response{okResp("a", "OK\r\n")},
+		},
 	}
-	if res.Event != EventFailed {
-		t.Errorf("event = %s, want FAILED", res.Event)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := &faultyKV{KV: store.NewMemory(store.Limits{}), fail: tt.fail}
+			h := newHarness(t, testConfig(), nil, kv)
+			h.cloud.push(t, tt.cmds...)
+			res, err := h.d.RunOnce(context.Background())
+			if err != nil {
+				t.Fatalf("RunOnce: %v", err)
+			}
+			if res.Event != tt.wantEvent || res.Failed != tt.wantFailed || !errors.Is(res.Err, tt.wantErr) {
+				t.Errorf("result = %+v, want %s failed %d err %v", res, tt.wantEvent, tt.wantFailed, tt.wantErr)
+			}
+			if got := h.m.batchCommands(); !reflect.DeepEqual(got, tt.wantBatch) && !(len(got) == 0 && len(tt.wantBatch) == 0) {
+				t.Errorf("modem ran %q, want %q", got, tt.wantBatch)
+			}
+			h.cloud.mu.Lock()
+			reqs := h.cloud.uploadReqs
+			h.cloud.mu.Unlock()
+			ups := h.cloud.allUploads()
+			if len(reqs) != 1 || len(ups) != 1 {
+				t.Fatalf("%d uploads, want 1", len(reqs))
+			}
+			if tt.wantUploadHex != "" {
+				if got := hex.EncodeToString(reqs[0].Body); got != tt.wantUploadHex {
+					t.Errorf("upload = %s\nwant %s", got, tt.wantUploadHex)
+				}
+			} else if !reflect.DeepEqual(ups[0], tt.wantUpload) {
+				t.Errorf("upload = %v, want %v", ups[0], tt.wantUpload)
+			}
+			if got := getKey(kv, DefaultStorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
+				t.Errorf("cursor = %q, want %q", got, tt.wantCursor)
+			}
+			if got := h.m.mode(); got != 1 {
+				t.Errorf("modem mode = %d after the batch, want 1 (restored)", got)
+			}
+		})
 	}
 }
 

@@ -23,6 +23,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -119,44 +120,20 @@ const (
 
 // withDefaults fills zero values and checks the rest.
 func (c Config) withDefaults() (Config, error) {
-	if c.Transport == "" {
-		c.Transport = transportHTTP
-	}
-	if c.MaxCommands == 0 {
-		c.MaxCommands = DefaultMaxCommands
-	}
-	if c.RxBufSize == 0 {
-		c.RxBufSize = DefaultRxBufSize
-	}
-	if c.TxBufSize == 0 {
-		c.TxBufSize = DefaultTxBufSize
-	}
-	if c.Uplink == "" {
-		c.Uplink = UplinkHost
-	}
-	if c.JWTValidTime == 0 {
-		c.JWTValidTime = DefaultJWTValidTime
-	}
-	if c.RootCASecTag == 0 {
-		// Tag 0 is legal on the modem, but the protocol's CA tag has a default and a zero here
-		// means "not configured".
-		c.RootCASecTag = DefaultRootCASecTag
-	}
-	if c.Interval == 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.InitialBackoff == 0 {
-		c.InitialBackoff = DefaultInitialBackoff
-	}
-	if c.HookTimeout == 0 {
-		c.HookTimeout = DefaultHookTimeout
-	}
-	if c.OnFinished == "" {
-		c.OnFinished = OnFinishedNone
-	}
-	if c.StorePrefix == "" {
-		c.StorePrefix = DefaultStorePrefix
-	}
+	c.Transport = cmp.Or(c.Transport, transportHTTP)
+	c.MaxCommands = cmp.Or(c.MaxCommands, DefaultMaxCommands)
+	c.RxBufSize = cmp.Or(c.RxBufSize, DefaultRxBufSize)
+	c.TxBufSize = cmp.Or(c.TxBufSize, DefaultTxBufSize)
+	c.Uplink = cmp.Or(c.Uplink, UplinkHost)
+	c.JWTValidTime = cmp.Or(c.JWTValidTime, DefaultJWTValidTime)
+	// Tag 0 is legal on the modem, but the protocol's CA tag has a default and a zero here
+	// means "not configured".
+	c.RootCASecTag = cmp.Or(c.RootCASecTag, DefaultRootCASecTag)
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.InitialBackoff = cmp.Or(c.InitialBackoff, DefaultInitialBackoff)
+	c.HookTimeout = cmp.Or(c.HookTimeout, DefaultHookTimeout)
+	c.OnFinished = cmp.Or(c.OnFinished, OnFinishedNone)
+	c.StorePrefix = cmp.Or(c.StorePrefix, DefaultStorePrefix)
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	switch c.Transport {

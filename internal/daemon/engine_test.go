@@ -449,12 +449,8 @@ func TestTransportOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := testConfig()
-			if tt.cfg != nil {
-				tt.cfg(&cfg)
-			}
-			m := newFakeModem()
-			h := newHarness(t, cfg, m, nil)
+			h := rowHarness(t, tt.cfg, nil)
+			m := h.m
 			if tt.setup != nil {
 				tt.setup(h.cloud, m)
 			}

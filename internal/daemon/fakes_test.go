@@ -547,6 +547,21 @@ func newHarness(t *testing.T, cfg Config, m *fakeModem, kv KV) *harness {
 	return h
 }
 
+// rowHarness builds the harness of a table row: testConfig and a fresh fake modem, each changed
+// by the row's function when it has one.
+func rowHarness(t *testing.T, cfg func(*Config), modem func(*fakeModem)) *harness {
+	t.Helper()
+	c := testConfig()
+	if cfg != nil {
+		cfg(&c)
+	}
+	m := newFakeModem()
+	if modem != nil {
+		modem(m)
+	}
+	return newHarness(t, c, m, nil)
+}
+
 // events returns the names of the events kept for Status.
 func (h *harness) events() []Event {
 	var out []Event

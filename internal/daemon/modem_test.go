@@ -88,17 +88,14 @@ func TestRootCA(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := testConfig()
-			cfg.ProvisionRootCA = true
-			if tt.cfg != nil {
-				tt.cfg(&cfg)
-			}
-			m := newFakeModem()
-			if tt.modem != nil {
-				tt.modem(m)
-			}
-			startMode := m.cfun
-			h := newHarness(t, cfg, m, nil)
+			h := rowHarness(t, func(c *Config) {
+				c.ProvisionRootCA = true
+				if tt.cfg != nil {
+					tt.cfg(c)
+				}
+			}, tt.modem)
+			m := h.m
+			startMode := m.mode()
 			if err := h.d.onModemOpen(context.Background(), m); err != nil {
 				t.Fatal(err)
 			}
