@@ -78,12 +78,7 @@ func (s *Server) newCoAP() (*coapnet.DTLSListener, *server.Server, error) {
 // sends it, or text/plain). Success binds the DTLS session to the device and answers 2.01
 // with Max-Age = session lifetime. Re-authentication on the same session is allowed.
 func (s *Server) coapAuth(w mux.ResponseWriter, r *mux.Message) {
-	if r.Code() != codes.POST {
-		coapError(w, codes.MethodNotAllowed, errors.New("use POST"))
-		return
-	}
-	plan := s.takeFaults(TransportCoAP, OpAuth)
-	if !s.coapFaults(w, r, plan) {
+	if _, ok := s.coapStart(w, r, codes.POST, OpAuth); !ok {
 		return
 	}
 	body, err := r.ReadBody()
@@ -127,17 +122,8 @@ func (s *Server) coapAuth(w mux.ResponseWriter, r *mux.Message) {
 // coapFetch serves GET /p/cmd: 2.05 with the CBOR batch, or 2.05 with no payload when
 // nothing is queued. go-coap splits a large batch with Block2 at the size the client asks.
 func (s *Server) coapFetch(w mux.ResponseWriter, r *mux.Message) {
-	if r.Code() != codes.GET {
-		coapError(w, codes.MethodNotAllowed, errors.New("use GET"))
-		return
-	}
-	plan := s.takeFaults(TransportCoAP, OpFetch)
-	if !s.coapFaults(w, r, plan) {
-		return
-	}
-	uuid, ok := s.session(w.Conn())
+	uuid, plan, ok := s.coapDevice(w, r, codes.GET, OpFetch)
 	if !ok {
-		coapError(w, codes.Unauthorized, errors.New("not authenticated: POST "+pathAuth+" first"))
 		return
 	}
 	p, err := parseFetchParams(coapQueries(r))
@@ -171,17 +157,8 @@ func (s *Server) coapFetch(w mux.ResponseWriter, r *mux.Message) {
 // coapUpload serves POST /p/rsp: 2.04 on success, 4.00 for a batch that does not decode.
 // go-coap reassembles a Block1 upload before this handler runs.
 func (s *Server) coapUpload(w mux.ResponseWriter, r *mux.Message) {
-	if r.Code() != codes.POST {
-		coapError(w, codes.MethodNotAllowed, errors.New("use POST"))
-		return
-	}
-	plan := s.takeFaults(TransportCoAP, OpUpload)
-	if !s.coapFaults(w, r, plan) {
-		return
-	}
-	uuid, ok := s.session(w.Conn())
+	uuid, _, ok := s.coapDevice(w, r, codes.POST, OpUpload)
 	if !ok {
-		coapError(w, codes.Unauthorized, errors.New("not authenticated: POST "+pathAuth+" first"))
 		return
 	}
 	body, err := r.ReadBody()
@@ -200,6 +177,32 @@ func (s *Server) coapUpload(w mux.ResponseWriter, r *mux.Message) {
 	if err := w.SetResponse(codes.Changed, message.TextPlain, nil); err != nil {
 		s.logf("simcloud: coap upload: %v", err)
 	}
+}
+
+// coapStart begins every request: the method, then the faults injected for op. It reports
+// whether the handler goes on; if not, the request has been answered, or is left unanswered on
+// purpose.
+func (s *Server) coapStart(w mux.ResponseWriter, r *mux.Message, method codes.Code, op string) (faultPlan, bool) {
+	if r.Code() != method {
+		coapError(w, codes.MethodNotAllowed, fmt.Errorf("use %v", method))
+		return faultPlan{}, false
+	}
+	plan := s.takeFaults(TransportCoAP, op)
+	return plan, s.coapFaults(w, r, plan)
+}
+
+// coapDevice begins a request to a resource behind authentication: coapStart, then the device
+// the DTLS session authenticated as (4.01 if none).
+func (s *Server) coapDevice(w mux.ResponseWriter, r *mux.Message, method codes.Code, op string) (string, faultPlan, bool) {
+	plan, ok := s.coapStart(w, r, method, op)
+	if !ok {
+		return "", plan, false
+	}
+	uuid, ok := s.session(w.Conn())
+	if !ok {
+		coapError(w, codes.Unauthorized, errors.New("not authenticated: POST "+pathAuth+" first"))
+	}
+	return uuid, plan, ok
 }
 
 // session returns the device the DTLS session was authenticated as.

@@ -337,52 +337,14 @@ func (m *fakeModem) at(t *testing.T, c proto.Command) string {
 	return "OK\r\n"
 }
 
-// runHTTP drives the HTTP session loop of protocol.md §1.5 until no commands or FINISHED.
-func runHTTP(t *testing.T, h *httpDevice, m *fakeModem) (rounds int) {
+// runJob drives the session loop both transports share (protocol.md §1.5, §2.4) until no
+// commands or FINISHED: fetch returns the batch after the cursor (empty when none), upload
+// sends a response batch.
+func runJob(t *testing.T, m *fakeModem, fetch func(after string) []byte, upload func(body []byte)) (rounds int) {
 	t.Helper()
 	after := ""
 	for rounds = 1; rounds < 20; rounds++ {
-		st, body := h.fetch("after=" + after + "&rxMaxSize=2304&txMaxSize=2304&mver=mfw&cver=test&limit=10")
-		if st == http.StatusNoContent {
-			return rounds
-		}
-		if st != http.StatusOK {
-			t.Fatalf("fetch: status %d: %s", st, body)
-		}
-		cmds, err := proto.DecodeCommands(body, 10)
-		if err != nil {
-			t.Fatalf("decode batch: %v", err)
-		}
-		rs, finished := m.run(t, cmds)
-		after = cmds[len(cmds)-1].ID
-		up, err := proto.EncodeResponses(rs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := h.upload(up); st != http.StatusOK {
-			t.Fatalf("upload: status %d", st)
-		}
-		if finished {
-			return rounds
-		}
-	}
-	t.Fatal("no end after 20 rounds")
-	return rounds
-}
-
-// runCoAP drives the CoAP session loop of protocol.md §2.4 on one DTLS session.
-func runCoAP(t *testing.T, c *coapDevice, m *fakeModem) (rounds int) {
-	t.Helper()
-	jwt := c.dev.jwt(t)
-	after := ""
-	for rounds = 1; rounds < 20; rounds++ {
-		if code, err := c.auth(jwt); err != nil || code != codes.Created {
-			t.Fatalf("auth: %v %v", code, err)
-		}
-		code, body := c.fetch("after="+after, "rxMaxSize=2304", "txMaxSize=2304", "limit=10")
-		if code != codes.Content {
-			t.Fatalf("fetch: %v: %s", code, body)
-		}
+		body := fetch(after)
 		if len(body) == 0 {
 			return rounds
 		}
@@ -396,15 +358,52 @@ func runCoAP(t *testing.T, c *coapDevice, m *fakeModem) (rounds int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code := c.upload(up); code != codes.Changed {
-			t.Fatalf("upload: %v", code)
-		}
+		upload(up)
 		if finished {
 			return rounds
 		}
 	}
 	t.Fatal("no end after 20 rounds")
 	return rounds
+}
+
+// runHTTP runs a job over HTTP: a request per fetch and per upload.
+func runHTTP(t *testing.T, h *httpDevice, m *fakeModem) (rounds int) {
+	t.Helper()
+	return runJob(t, m, func(after string) []byte {
+		st, body := h.fetch("after=" + after + "&rxMaxSize=2304&txMaxSize=2304&mver=mfw&cver=test&limit=10")
+		if st == http.StatusNoContent {
+			return nil
+		}
+		if st != http.StatusOK || len(body) == 0 {
+			t.Fatalf("fetch: status %d: %q", st, body)
+		}
+		return body
+	}, func(up []byte) {
+		if st := h.upload(up); st != http.StatusOK {
+			t.Fatalf("upload: status %d", st)
+		}
+	})
+}
+
+// runCoAP runs a job on one DTLS session, authenticating before every fetch.
+func runCoAP(t *testing.T, c *coapDevice, m *fakeModem) (rounds int) {
+	t.Helper()
+	jwt := c.dev.jwt(t)
+	return runJob(t, m, func(after string) []byte {
+		if code, err := c.auth(jwt); err != nil || code != codes.Created {
+			t.Fatalf("auth: %v %v", code, err)
+		}
+		code, body := c.fetch("after="+after, "rxMaxSize=2304", "txMaxSize=2304", "limit=10")
+		if code != codes.Content {
+			t.Fatalf("fetch: %v: %s", code, body)
+		}
+		return body
+	}, func(up []byte) {
+		if code := c.upload(up); code != codes.Changed {
+			t.Fatalf("upload: %v", code)
+		}
+	})
 }
 
 // owner calls the owner API and decodes a JSON answer into out (if not nil).

@@ -26,14 +26,8 @@ func (s *Server) routes() http.Handler {
 
 // handleFetch serves GET /v1/provisioning/commands (protocol.md §1.2).
 func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
-	plan := s.takeFaults(TransportHTTP, OpFetch)
-	if !s.httpFaults(w, r, plan) {
-		return
-	}
-	uuid, err := s.authorize(bearer(r))
-	if err != nil {
-		s.logf("simcloud: https fetch: %v", err)
-		writeError(w, http.StatusUnauthorized, err)
+	uuid, plan, ok := s.httpDevice(w, r, OpFetch)
+	if !ok {
 		return
 	}
 	p, err := parseFetchParams(queryLookup(r.URL.Query()))
@@ -80,14 +74,8 @@ func httpOverhead(n int) int {
 
 // handleUpload serves POST /v1/provisioning/response (protocol.md §1.3).
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
-	plan := s.takeFaults(TransportHTTP, OpUpload)
-	if !s.httpFaults(w, r, plan) {
-		return
-	}
-	uuid, err := s.authorize(bearer(r))
-	if err != nil {
-		s.logf("simcloud: https upload: %v", err)
-		writeError(w, http.StatusUnauthorized, err)
+	uuid, _, ok := s.httpDevice(w, r, OpUpload)
+	if !ok {
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -110,6 +98,23 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// httpDevice begins a device request: the faults injected for op, then the bearer JWT (401 if
+// it does not authenticate a device). It reports whether the handler goes on; if not, the
+// request has been answered or dropped.
+func (s *Server) httpDevice(w http.ResponseWriter, r *http.Request, op string) (string, faultPlan, bool) {
+	plan := s.takeFaults(TransportHTTP, op)
+	if !s.httpFaults(w, r, plan) {
+		return "", plan, false
+	}
+	uuid, err := s.authorize(bearer(r))
+	if err != nil {
+		s.logf("simcloud: https %s: %v", op, err)
+		writeError(w, http.StatusUnauthorized, err)
+		return "", plan, false
+	}
+	return uuid, plan, true
 }
 
 // httpFaults applies the faults a request matched; it reports whether to go on.
