@@ -81,51 +81,43 @@ func (r Response) appendJSON(b []byte) ([]byte, error) {
 // UnmarshalJSON reads one command in the JSON form. Unknown, duplicate, missing or misplaced
 // fields are refused; "ignore_cme_errors" may be left out. null leaves c unchanged, as
 // encoding/json does for its own types.
-func (c *Command) UnmarshalJSON(data []byte) error {
-	if isJSONNull(data) {
-		return nil
-	}
-	cmd, resp, isCmd, err := parseJSONObject(data)
-	if err != nil {
-		return err
-	}
-	if !isCmd {
-		return invalid("%q is a response type, want a command", resp.Kind)
-	}
-	*c = cmd
-	return nil
-}
+func (c *Command) UnmarshalJSON(data []byte) error { return unmarshalJSONObject(data, c, nil) }
 
 // UnmarshalJSON reads one response in the JSON form, with the rules of Command.UnmarshalJSON.
-func (r *Response) UnmarshalJSON(data []byte) error {
+func (r *Response) UnmarshalJSON(data []byte) error { return unmarshalJSONObject(data, nil, r) }
+
+// unmarshalJSONObject reads one object into whichever of c and r is not nil and refuses an
+// object of the other kind.
+func unmarshalJSONObject(data []byte, c *Command, r *Response) error {
 	if isJSONNull(data) {
 		return nil
 	}
-	cmd, resp, isCmd, err := parseJSONObject(data)
+	dec := newJSONDecoder(data)
+	o, err := readJSONObject(dec)
 	if err != nil {
 		return err
 	}
-	if isCmd {
-		return invalid("%q is a command type, want a response", cmd.Kind)
+	if err := jsonEOF(dec); err != nil {
+		return err
 	}
-	*r = resp
+	cmd, resp, isCmd, err := o.build()
+	switch {
+	case err != nil:
+		return err
+	case c != nil && !isCmd:
+		return invalid("%q is a response type, want a command", resp.Kind)
+	case r != nil && isCmd:
+		return invalid("%q is a command type, want a response", cmd.Kind)
+	case c != nil:
+		*c = cmd
+	default:
+		*r = resp
+	}
 	return nil
 }
 
 func isJSONNull(data []byte) bool {
 	return string(bytes.TrimSpace(data)) == "null"
-}
-
-func parseJSONObject(data []byte) (Command, Response, bool, error) {
-	dec := newJSONDecoder(data)
-	o, err := readJSONObject(dec)
-	if err != nil {
-		return Command{}, Response{}, false, err
-	}
-	if err := jsonEOF(dec); err != nil {
-		return Command{}, Response{}, false, err
-	}
-	return o.build()
 }
 
 // Batch is the payload of one fetch or upload: commands or responses, never both.
@@ -188,24 +180,28 @@ func (b Batch) appendJSON(out []byte, sep string) ([]byte, error) {
 	if len(b.Commands) > 0 && len(b.Responses) > 0 {
 		return nil, invalid("batch mixes commands and responses")
 	}
-	out = append(out, '[')
-	var err error
-	for i, c := range b.Commands {
-		out = appendSep(out, i, sep)
-		if out, err = c.appendJSON(out); err != nil {
-			return nil, fmt.Errorf("element %d: %w", i, err)
-		}
+	out, err := appendJSONElems(append(out, '['), b.Commands, sep)
+	if err == nil {
+		out, err = appendJSONElems(out, b.Responses, sep)
 	}
-	for i, r := range b.Responses {
-		out = appendSep(out, i, sep)
-		if out, err = r.appendJSON(out); err != nil {
-			return nil, fmt.Errorf("element %d: %w", i, err)
-		}
+	if err != nil {
+		return nil, err
 	}
 	if sep != "" && len(b.Commands)+len(b.Responses) > 0 {
 		out = append(out, '\n')
 	}
 	return append(out, ']'), nil
+}
+
+// appendJSONElems appends the elements of one kind, each after appendSep.
+func appendJSONElems[E interface{ appendJSON([]byte) ([]byte, error) }](out []byte, elems []E, sep string) ([]byte, error) {
+	var err error
+	for i, e := range elems {
+		if out, err = e.appendJSON(appendSep(out, i, sep)); err != nil {
+			return nil, fmt.Errorf("element %d: %w", i, err)
+		}
+	}
+	return out, nil
 }
 
 func appendSep(out []byte, i int, sep string) []byte {
@@ -333,6 +329,7 @@ func newJSONDecoder(data []byte) *json.Decoder {
 
 func readJSONObject(dec *json.Decoder) (jsonObject, error) {
 	var o jsonObject
+	texts := map[uint]*string{fID: &o.id, fType: &o.typ, fCommand: &o.command, fParameters: &o.parameters, fMessage: &o.message}
 	if err := jsonDelim(dec, '{'); err != nil {
 		return o, err
 	}
@@ -351,16 +348,8 @@ func readJSONObject(dec *json.Decoder) (jsonObject, error) {
 		}
 		o.seen |= bit
 		switch bit {
-		case fID:
-			o.id, err = jsonString(dec, name)
-		case fType:
-			o.typ, err = jsonString(dec, name)
-		case fCommand:
-			o.command, err = jsonString(dec, name)
-		case fParameters:
-			o.parameters, err = jsonString(dec, name)
-		case fMessage:
-			o.message, err = jsonString(dec, name)
+		case fID, fType, fCommand, fParameters, fMessage:
+			*texts[bit], err = jsonString(dec, name)
 		case fCMEError:
 			o.cmeError, err = jsonUint(dec, name)
 		case fIgnore:
