@@ -1,5 +1,6 @@
 # provisiond build, test and tooling. Tools are installed from the Go module proxy at pinned
 # versions into ./bin so a bare machine with only Go can run every target.
+SHELL       := /bin/bash
 GO          ?= go
 BIN         := $(CURDIR)/bin
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -31,8 +32,11 @@ vet:
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) $(PKGS)
 
+# Every test under the race detector, with coverage; the gate holds the floors the issues set.
 unit:
-	$(GO) test -race -count=1 $(PKGS)
+	@mkdir -p $(BIN)
+	set -o pipefail; $(GO) test -race -count=1 -cover $(PKGS) 2>&1 | tee $(BIN)/unit.out
+	@./scripts/coverage-gate.sh $(BIN)/unit.out
 
 # The README's test command: static checks, then every test under the race detector.
 test: fmt-check vet staticcheck unit fuzz-smoke
