@@ -428,12 +428,16 @@ var outcomes = map[string]bool{"DONE": true, "NO_COMMANDS": true, "FAILED": true
 // waitOutcome waits for the next attempt's STOP from log index from on and checks that its
 // outcome event was want.
 func waitOutcome(ctx context.Context, p *testbed.Process, from int, want string) error {
-	_, stop, err := p.WaitEvent(ctx, from, "STOP")
-	if err != nil {
+	if _, _, err := p.WaitEvent(ctx, from, "STOP"); err != nil {
 		return err
 	}
+	// Find the STOP ourselves, whatever index WaitEvent returns.
 	entries := p.Entries()
-	for i := stop; i >= from; i-- {
+	stop := from
+	for stop < len(entries) && entries[stop].Event() != "STOP" {
+		stop++
+	}
+	for i := min(stop, len(entries)-1); i >= from; i-- {
 		if ev := entries[i].Event(); outcomes[ev] {
 			if ev != want {
 				return fmt.Errorf("attempt ended in %s: %s", ev, entries[i].Str("reason"))

@@ -23,11 +23,15 @@
 // batch (and replug), service 500/503, dropped requests, failing uploads, 401, malformed and
 // too-many batches, slow answers; and clean rounds.
 //
-// Usage: go run ./bench/soak [-n 1000] [-transport http|coap|both] [-seed N] [-bin path] [-v]
+// An opt-in fault, kill (SIGKILL at a random moment, then a restart as systemd would), is drawn
+// only when named in -faults.
+//
+// Usage: go run ./bench/soak [-n 1000] [-transport http|coap|both] [-seed N] [-bin path] [-faults a,b] [-v]
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -103,6 +107,7 @@ type lane struct {
 	proc *testbed.Process
 
 	rounds   int
+	restarts int // by the kill fault, as systemd's Restart=on-failure would
 	samples  []benchkit.Proc
 	selfSamp []selfSample
 }
@@ -282,19 +287,23 @@ func (l *lane) trigger(ctx context.Context, viaSocket bool) error {
 func (l *lane) waitStop(ctx context.Context, from int, d time.Duration) (int, string, error) {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	_, i, err := l.proc.WaitEvent(wctx, from, "STOP")
-	if err != nil {
+	if _, _, err := l.proc.WaitEvent(wctx, from, "STOP"); err != nil {
 		return from, "", err
 	}
+	// Find the STOP and the outcome before it ourselves, whatever index WaitEvent returns.
 	entries := l.proc.Entries()
+	stop := from
+	for stop < len(entries) && entries[stop].Event() != "STOP" {
+		stop++
+	}
 	outcome := ""
-	for j := i; j >= from; j-- {
+	for j := min(stop, len(entries)-1); j >= from; j-- {
 		if ev := entries[j].Event(); outcomes[ev] {
 			outcome = ev
 			break
 		}
 	}
-	return i + 1, outcome, nil
+	return stop + 1, outcome, nil
 }
 
 var outcomes = map[string]bool{"DONE": true, "NO_COMMANDS": true, "FAILED": true, "FAILED_TOO_MANY_COMMANDS": true,
@@ -617,7 +626,30 @@ var allFaults = []fault{
 	}),
 }
 
+// killFault is opt-in (-faults kill,...): SIGKILL at a random moment of an attempt and a
+// restart, as systemd would. Its rounds check recovery (journal, outbox, saved mode) under
+// random timing; the flatness figures then span several processes.
+var killFault = fault{name: "kill", run: func(r *faultRun) error {
+	if err := r.trigger(); err != nil {
+		return err
+	}
+	if err := r.sleep(time.Duration(r.rng.IntN(400)) * time.Millisecond); err != nil {
+		return err
+	}
+	_ = r.l.proc.Kill()
+	select {
+	case <-r.l.proc.Done():
+	case <-time.After(10 * time.Second):
+		return errors.New("killed daemon did not exit")
+	}
+	r.l.restarts++
+	return r.l.start(r.ctx)
+}}
+
 func faultByName(name string) (fault, bool) {
+	if name == killFault.name {
+		return killFault, true
+	}
 	for _, f := range allFaults {
 		if f.name == name {
 			return f, true
@@ -666,8 +698,8 @@ func report(o options, lanes []*lane, res *result, done int, el time.Duration) {
 	total := 0
 	for _, l := range lanes {
 		total += res.attempts[l.name]
-		fmt.Printf("- %s daemon (pid %d): %d rounds, %d attempts (START events), alive at the end: %v\n",
-			l.name, l.proc.Pid(), l.rounds, res.attempts[l.name], l.alive())
+		fmt.Printf("- %s daemon (pid %d): %d rounds, %d attempts (START events of the last process), restarts after the kill fault: %d, alive at the end: %v\n",
+			l.name, l.proc.Pid(), l.rounds, res.attempts[l.name], l.restarts, l.alive())
 	}
 	sort.Ints(res.settleUsed)
 	if len(res.settleUsed) > 0 {
