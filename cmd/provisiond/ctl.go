@@ -51,81 +51,68 @@ func ctlError(err error) error {
 	return err
 }
 
-func newNowCmd() *cobra.Command {
+// ctlCmd completes cmd as a control subcommand: it takes the socket flags and runs run with a
+// client of the daemon. What run returns goes through ctlError.
+func ctlCmd(cmd *cobra.Command, run func(cmd *cobra.Command, args []string, c *control.Client) error) *cobra.Command {
 	var f ctlFlags
-	cmd := &cobra.Command{
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := f.client(cmd)
+		if err != nil {
+			return err
+		}
+		return ctlError(run(cmd, args, c))
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// printAnswer prints the daemon's answer v on a line of its own.
+func printAnswer(cmd *cobra.Command, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(cmd.OutOrStdout(), v)
+	return err
+}
+
+func newNowCmd() *cobra.Command {
+	return ctlCmd(&cobra.Command{
 		Use:   "now",
 		Short: "Ask the running daemon to provision now",
 		Long: "Ask the running daemon to start a provisioning attempt now (like SIGUSR1). Requests made\n" +
 			"while an attempt runs are merged into one attempt after it.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			if err := c.Now(cmd.Context()); err != nil {
-				return ctlError(err)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), "provisioning requested")
-			return err
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(cmd *cobra.Command, _ []string, c *control.Client) error {
+		return printAnswer(cmd, "provisioning requested", c.Now(cmd.Context()))
+	})
 }
 
 func newTokenCmd() *cobra.Command {
-	var f ctlFlags
-	cmd := &cobra.Command{
+	return ctlCmd(&cobra.Command{
 		Use:   "token",
 		Short: "Print the modem's attestation token",
 		Long: "Print the modem's attestation token (AT%ATTESTTOKEN), used to claim the device in\n" +
 			"nRF Cloud. The running daemon asks the modem, so the port is not shared.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			tok, err := c.Token(cmd.Context())
-			if err != nil {
-				return ctlError(err)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), tok)
-			return err
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(cmd *cobra.Command, _ []string, c *control.Client) error {
+		tok, err := c.Token(cmd.Context())
+		return printAnswer(cmd, tok, err)
+	})
 }
 
 func newUUIDCmd() *cobra.Command {
-	var f ctlFlags
-	cmd := &cobra.Command{
+	return ctlCmd(&cobra.Command{
 		Use:   "uuid",
 		Short: "Print the modem's device UUID",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			id, err := c.UUID(cmd.Context())
-			if err != nil {
-				return ctlError(err)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), id)
-			return err
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(cmd *cobra.Command, _ []string, c *control.Client) error {
+		id, err := c.UUID(cmd.Context())
+		return printAnswer(cmd, id, err)
+	})
 }
 
 func newIntervalCmd() *cobra.Command {
-	var f ctlFlags
-	cmd := &cobra.Command{
+	return ctlCmd(&cobra.Command{
 		Use:   "interval [SECONDS]",
 		Short: "Show or set the provisioning interval",
 		Long: "Without an argument, print the interval between scheduled provisioning attempts in\n" +
@@ -134,77 +121,54 @@ func newIntervalCmd() *cobra.Command {
 			"provisioning.interval from the config; 0 goes back to the configured interval.\n" +
 			"The next attempt is rescheduled from now; a running attempt is not affected.",
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var secs int
-			if len(args) == 1 {
-				n, err := strconv.Atoi(args[0])
-				if err != nil || n < 0 {
-					return fmt.Errorf("interval: %q is not a whole number of seconds >= 0", args[0])
-				}
-				secs = n
-			}
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			if len(args) == 0 {
-				n, err := c.Interval(cmd.Context())
-				if err != nil {
-					return ctlError(err)
-				}
-				_, err = fmt.Fprintln(cmd.OutOrStdout(), n)
-				return err
-			}
-			if err := c.SetInterval(cmd.Context(), secs); err != nil {
-				return ctlError(err)
-			}
-			if secs == 0 {
-				n, err := c.Interval(cmd.Context())
-				if err != nil {
-					return ctlError(err)
-				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "interval back to the configured %d s (%v)\n", n, time.Duration(n)*time.Second)
-				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "interval set to %d s (%v)\n", secs, time.Duration(secs)*time.Second)
+	}, func(cmd *cobra.Command, args []string, c *control.Client) error {
+		if len(args) == 0 {
+			n, err := c.Interval(cmd.Context())
+			return printAnswer(cmd, n, err)
+		}
+		secs, err := strconv.Atoi(args[0])
+		if err != nil || secs < 0 {
+			return fmt.Errorf("interval: %q is not a whole number of seconds >= 0", args[0])
+		}
+		if err := c.SetInterval(cmd.Context(), secs); err != nil {
 			return err
-		},
-	}
-	f.add(cmd)
-	return cmd
+		}
+		msg := "interval set to %d s (%v)\n"
+		if secs == 0 {
+			msg = "interval back to the configured %d s (%v)\n"
+			if secs, err = c.Interval(cmd.Context()); err != nil {
+				return err
+			}
+		}
+		_, err = fmt.Fprintf(cmd.OutOrStdout(), msg, secs, time.Duration(secs)*time.Second)
+		return err
+	})
 }
 
 func newStatusCmd() *cobra.Command {
-	var f ctlFlags
 	var asJSON bool
-	cmd := &cobra.Command{
+	cmd := ctlCmd(&cobra.Command{
 		Use:   "status",
 		Short: "Show what the running daemon is doing",
 		Long: "Show the daemon's state, its last attempt and outcome, the next scheduled attempt, the\n" +
 			"modem's identity, the cursor and any results waiting for upload. --json prints the\n" +
 			"daemon's status object as it sent it. Exits 3 when no daemon answers.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			raw, err := c.Status(cmd.Context())
-			if err != nil {
-				return ctlError(err)
-			}
-			if asJSON {
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", strings.TrimSpace(string(raw)))
-				return err
-			}
-			var st daemon.Status
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return fmt.Errorf("status: decode the daemon's answer: %w", err)
-			}
-			return printStatus(cmd.OutOrStdout(), st, time.Now())
-		},
-	}
-	f.add(cmd)
+	}, func(cmd *cobra.Command, _ []string, c *control.Client) error {
+		raw, err := c.Status(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", strings.TrimSpace(string(raw)))
+			return err
+		}
+		var st daemon.Status
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("status: decode the daemon's answer: %w", err)
+		}
+		return printStatus(cmd.OutOrStdout(), st, time.Now())
+	})
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON status")
 	return cmd
 }

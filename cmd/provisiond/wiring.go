@@ -100,13 +100,7 @@ func newDial(cfg *config.Config, log *zap.Logger) (func(context.Context) (daemon
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) (daemon.Session, error) {
-			s, err := t.Open(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
-		}, nil
+		return sessionDial(t.Open), nil
 	case "coap":
 		ccfg := coaptransport.Config{
 			Hostname:     cfg.CoAP.Hostname,
@@ -122,15 +116,20 @@ func newDial(cfg *config.Config, log *zap.Logger) (func(context.Context) (daemon
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) (daemon.Session, error) {
-			s, err := t.Open(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
-		}, nil
+		return sessionDial(t.Open), nil
 	}
 	return nil, fmt.Errorf("provisioning.transport: %q is neither http nor coap", cfg.Provisioning.Transport)
+}
+
+// sessionDial adapts a transport's Open to the daemon's Dial.
+func sessionDial[S daemon.Session](open func(context.Context) (S, error)) func(context.Context) (daemon.Session, error) {
+	return func(ctx context.Context) (daemon.Session, error) {
+		s, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 }
 
 // controlBackend adapts the daemon to the control server's consumer interface.

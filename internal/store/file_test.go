@@ -281,12 +281,11 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
-func TestReadOnlyFolder(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root ignores folder permissions; TestWriteFaults covers EACCES by injection")
-	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "settings")
+// openWithA opens a store in a fresh folder and sets a=1 in it.
+func openWithA(t *testing.T) (f *File, dir, path string) {
+	t.Helper()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "settings")
 	f, err := Open(path, Limits{})
 	if err != nil {
 		t.Fatal(err)
@@ -294,11 +293,19 @@ func TestReadOnlyFolder(t *testing.T) {
 	if err := f.Set("a", "1"); err != nil {
 		t.Fatal(err)
 	}
+	return f, dir, path
+}
+
+func TestReadOnlyFolder(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores folder permissions; TestWriteFaults covers EACCES by injection")
+	}
+	f, dir, _ := openWithA(t)
 	if err := os.Chmod(dir, 0o500); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
-	err = f.Set("a", "2")
+	err := f.Set("a", "2")
 	if !errors.Is(err, fs.ErrPermission) || !errors.Is(err, syscall.EACCES) {
 		t.Fatalf("got %v, want EACCES", err)
 	}
@@ -319,22 +326,14 @@ func TestWriteFaults(t *testing.T) {
 	for _, errno := range errnos {
 		for _, step := range steps {
 			t.Run(errno.Error()+"/"+step, func(t *testing.T) {
-				dir := t.TempDir()
-				path := filepath.Join(dir, "settings")
-				f, err := Open(path, Limits{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := f.Set("a", "1"); err != nil {
-					t.Fatal(err)
-				}
+				f, dir, path := openWithA(t)
 				f.fault = func(s string) error {
 					if s == step {
 						return &fs.PathError{Op: s, Path: path, Err: errno}
 					}
 					return nil
 				}
-				err = f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}})
+				err := f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}})
 				if !errors.Is(err, errno) {
 					t.Fatalf("got %v, want %v", err, errno)
 				}
@@ -374,13 +373,7 @@ func TestWriteFaults(t *testing.T) {
 }
 
 func TestUnchangedWriteSkipped(t *testing.T) {
-	f, err := Open(filepath.Join(t.TempDir(), "settings"), Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Set("a", "1"); err != nil {
-		t.Fatal(err)
-	}
+	f, _, _ := openWithA(t)
 	f.fault = func(step string) error { return &fs.PathError{Op: step, Err: syscall.EROFS} }
 	for _, c := range [][]Change{
 		{{Key: "a", Value: "1"}},
@@ -422,15 +415,7 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 }
 
 func TestReload(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "settings")
-	f, err := Open(path, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Set("a", "1"); err != nil {
-		t.Fatal(err)
-	}
+	f, _, path := openWithA(t)
 	// Another writer (an operator restoring a backup) replaces the file.
 	if err := os.WriteFile(path, encode(map[string]string{"b": "2"}), 0o600); err != nil {
 		t.Fatal(err)
@@ -445,7 +430,7 @@ func TestReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = f.Reload()
+	err := f.Reload()
 	var ce *CorruptError
 	if !errors.As(err, &ce) || ce.Aside == "" {
 		t.Fatalf("Reload of corrupt file: %v", err)
