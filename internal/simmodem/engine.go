@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,15 +353,17 @@ func (s *session) writeRawLocked(ctx context.Context, b []byte) error {
 
 // emitURC writes an unsolicited line to every served stream.
 func (m *Modem) emitURC(line string) {
-	m.mu.Lock()
-	ss := make([]*session, 0, len(m.sessions))
-	for s := range m.sessions {
-		ss = append(ss, s)
-	}
-	m.mu.Unlock()
-	for _, s := range ss {
+	for _, s := range m.liveSessions() {
 		_ = s.writeLine(context.Background(), line, lineURC) // a dead stream just misses it
 	}
+}
+
+// liveSessions returns the streams served right now; the caller works on them without m.mu,
+// as their writes may block.
+func (m *Modem) liveSessions() []*session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Collect(maps.Keys(m.sessions))
 }
 
 // stormLoop emits storm URCs at the configured rate while the session lives.

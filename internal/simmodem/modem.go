@@ -383,13 +383,7 @@ func (m *Modem) ClearFaults() {
 // a pty's master is closed (see PTY.Unplug, which also allows Replug) and Serve returns
 // ErrUnplugged. A stream blocked in a read returns once its rw is closed or its deadline hits.
 func (m *Modem) Unplug() {
-	m.mu.Lock()
-	ss := make([]*session, 0, len(m.sessions))
-	for s := range m.sessions {
-		ss = append(ss, s)
-	}
-	m.mu.Unlock()
-	for _, s := range ss {
+	for _, s := range m.liveSessions() {
 		s.unplug()
 	}
 }
