@@ -315,6 +315,10 @@ func (b *batch) runConfig(cmd proto.Command) {
 		b.configFailed(cmd, i, errno, nil)
 		return
 	}
+	if i, err := checkQuota(b.d.deps.Store, cmd.Properties); err != nil {
+		b.configFailed(cmd, i, syscall.ENOSPC, err)
+		return
+	}
 	changes := make([]store.Change, 0, len(cmd.Properties)+1)
 	for _, p := range cmd.Properties {
 		changes = append(changes, store.Change{Key: p.Key, Value: p.Value})

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -548,6 +550,131 @@ func TestCheckPairs(t *testing.T) {
 			i, errno, bad := checkPairs(tt.ps)
 			if bad != tt.wantBad || (bad && (i != tt.wantIndex || errno != tt.wantErrno)) {
 				t.Errorf("checkPairs = %d, %v, %v", i, errno, bad)
+			}
+		})
+	}
+}
+
+// TestServiceQuota: config commands cannot fill the store so far that the daemon's own state
+// (journal, saved mode, outbox, cursor) no longer fits. The service writes one key per command,
+// large values first and smaller ones after, as a hostile service would to leave no room. The
+// command that would cross the service's share fails with ENOSPC, and a later AT command with
+// a large answer is still journalled, run and reported.
+func TestServiceQuota(t *testing.T) {
+	type fill struct {
+		keys  int
+		value string
+	}
+	tests := []struct {
+		name  string
+		fills []fill
+	}{
+		{name: "small keys fill the key count", fills: []fill{{300, "v"}}},
+		{name: "large values fill the file", fills: []fill{{20, strings.Repeat("x", 60000)}, {60, strings.Repeat("x", 1000)}, {40, "x"}}},
+		// The settings file stores a control character as 6 bytes (10000 of them take 60000),
+		// so the share must be counted as stored, not as sent.
+		{name: "escaped values fill the file", fills: []fill{{20, strings.Repeat("\x01", 10000)}, {60, strings.Repeat("\x01", 170)}, {40, "\x01"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each row encodes its store some hundred times
+			answer := strings.Repeat("y", 8<<10)
+			h := rowHarness(t, nil, func(m *fakeModem) { m.replies["AT%A="] = reply{lines: []string{answer}} })
+			var cmds []proto.Command
+			for _, f := range tt.fills {
+				for range f.keys {
+					id := fmt.Sprintf("c%03d", len(cmds))
+					cmds = append(cmds, config(id, "service/"+id, f.value))
+				}
+			}
+			for batch := range slices.Chunk(cmds, DefaultMaxCommands) {
+				h.cloud.push(t, batch...)
+			}
+			h.cloud.push(t, at("a", "%A", ""), finished("f"))
+
+			res, err := h.d.RunOnce(context.Background())
+			if err != nil {
+				t.Fatalf("RunOnce: %v", err)
+			}
+			if res.Event != EventDone {
+				t.Errorf("result = %s (%s), want DONE", res.Event, res.Reason)
+			}
+			ups := h.cloud.allUploads()
+			want := []proto.Response{okResp("a", answer+"\r\nOK\r\n"), finAck("f")}
+			if len(ups) == 0 || !reflect.DeepEqual(ups[len(ups)-1], want) {
+				t.Errorf("last upload is not the AT answer and the FINISHED ack (%d uploads)", len(ups))
+			}
+			refused := false
+			for _, up := range ups {
+				for _, r := range up {
+					refused = refused || r.Kind == proto.KindError && r.CMEError == errnoCode(syscall.ENOSPC)
+				}
+			}
+			if !refused {
+				t.Error("no config command was refused with ENOSPC")
+			}
+			keys, size := serviceUsage(h.kv)
+			if keys > store.DefaultMaxKeys-16 || size > store.DefaultMaxFileSize/4 {
+				t.Errorf("%d keys, %d bytes outside %s; want at most %d, %d", keys, size, reservedPrefix,
+					store.DefaultMaxKeys-16, store.DefaultMaxFileSize/4)
+			}
+		})
+	}
+}
+
+// serviceUsage counts the keys outside provisiond/ and their size as JSON text.
+func serviceUsage(kv KV) (keys, size int) {
+	for k, v := range kv.All() {
+		if !hasReservedPrefix(k) {
+			b, _ := json.Marshal(map[string]string{k: v})
+			keys, size = keys+1, size+len(b)
+		}
+	}
+	return keys, size
+}
+
+func TestCheckQuota(t *testing.T) {
+	// MaxKeys 20 and MaxFileSize 4000 leave the service 4 keys and 1000 bytes.
+	lim := store.Limits{MaxKeys: 20, MaxFileSize: 4000}
+	pairs := func(kv ...string) []proto.Property { return config("c", kv...).Properties }
+	tests := []struct {
+		name      string
+		stored    []string // key, value, … in the store before the command
+		cmd       []proto.Property
+		wantIndex int
+		wantErr   bool
+	}{
+		{name: "within the share", cmd: pairs("a", "1", "b", "2", "c", "3", "d", "4")},
+		{name: "the fifth key is refused", cmd: pairs("a", "1", "b", "2", "c", "3", "d", "4", "e", "5"),
+			wantIndex: 4, wantErr: true},
+		{name: "overwriting does not add a key", stored: []string{"a", "1", "b", "2", "c", "3", "d", "4"},
+			cmd: pairs("a", "x", "d", "y")},
+		{name: "a value over the bytes", stored: []string{"a", "1"}, cmd: pairs("b", "2", "c", strings.Repeat("v", 990)),
+			wantIndex: 1, wantErr: true},
+		{name: "bytes counted as stored", cmd: pairs("a", strings.Repeat("\x01", 200)), wantErr: true},
+		{name: "the daemon's keys do not count",
+			stored: []string{keyOutbox, strings.Repeat("o", 2000), keyJournal, "{}", keySavedCFUN, "1"},
+			cmd:    pairs("a", "1", "b", "2", "c", "3", "d", strings.Repeat("v", 900))},
+		{name: "a store over the share takes what does not grow it",
+			stored: []string{"a", "1", "b", "2", "c", "3", "d", "4", "e", "5", "f", strings.Repeat("v", 1000)},
+			cmd:    pairs("a", "x", "f", strings.Repeat("w", 1000))},
+		{name: "a store over the share refuses a new key",
+			stored: []string{"a", "1", "b", "2", "c", "3", "d", "4", "e", "5"},
+			cmd:    pairs("a", "x", "g", "1"), wantIndex: 1, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := store.NewMemory(lim)
+			var changes []store.Change
+			for i := 0; i < len(tt.stored); i += 2 {
+				changes = append(changes, store.Change{Key: tt.stored[i], Value: tt.stored[i+1]})
+			}
+			if err := kv.Apply(changes); err != nil {
+				t.Fatal(err)
+			}
+			i, err := checkQuota(kv, tt.cmd)
+			if (err != nil) != tt.wantErr || i != tt.wantIndex {
+				t.Errorf("checkQuota = %d, %v; want %d, error %v", i, err, tt.wantIndex, tt.wantErr)
 			}
 		})
 	}

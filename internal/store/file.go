@@ -77,6 +77,9 @@ func Load(path string, lim Limits) (map[string]string, error) {
 // Path returns the settings file's path.
 func (f *File) Path() string { return f.path }
 
+// Limits returns the limits the store enforces, defaults filled in.
+func (f *File) Limits() Limits { return f.lim }
+
 // Get returns the value of key, or an error wrapping ErrNotFound.
 func (f *File) Get(key string) (string, error) {
 	f.mu.RLock()

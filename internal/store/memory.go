@@ -20,6 +20,9 @@ func NewMemory(lim Limits) *Memory {
 	return &Memory{lim: lim.withDefaults(), m: map[string]string{}}
 }
 
+// Limits returns the limits the store enforces, defaults filled in.
+func (s *Memory) Limits() Limits { return s.lim }
+
 // Get returns the value of key, or an error wrapping ErrNotFound.
 func (s *Memory) Get(key string) (string, error) {
 	s.mu.RLock()
