@@ -125,7 +125,10 @@ func newBench(t *testing.T, transport string) *bench {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	dir := t.TempDir()
-	m, err := simmodem.New(simmodem.Config{})
+	// The daemon opens the modem through a link, as through /dev/serial/by-id on a gateway:
+	// the link goes away with the modem, while the pty's /dev/pts number is handed to the next
+	// pty any process opens.
+	m, err := simmodem.New(simmodem.Config{Link: filepath.Join(dir, "ttyACM0")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +242,7 @@ func TestRunOnce(t *testing.T) {
 
 func TestRunOnceWithoutModem(t *testing.T) {
 	b := newBench(t, "http")
-	if err := b.modem.Unplug(); err != nil {
+	if err := b.modem.Close(); err != nil { // unplugged for good: its link is gone
 		t.Fatal(err)
 	}
 	var stdout, stderr syncBuffer
