@@ -60,7 +60,7 @@ func main() {
 	flag.StringVar(&o.transport, "transport", "both", "http, coap or both (alternating rounds, one daemon each)")
 	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: from the clock; printed)")
 	flag.StringVar(&o.bin, "bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
-	flag.StringVar(&o.faults, "faults", "", "comma-separated fault names to draw from (default: all)")
+	flag.StringVar(&o.faults, "faults", "", "comma-separated fault names to draw from; \"all\" is every default fault (default: all; kill only when named)")
 	flag.BoolVar(&o.verbose, "v", false, "print every round")
 	flag.DurationVar(&o.maxTime, "max-time", 0, "stop after this long (0: no limit); the rounds done are reported")
 	flag.Parse()
@@ -108,8 +108,10 @@ type lane struct {
 
 	rounds   int
 	restarts int // by the kill fault, as systemd's Restart=on-failure would
-	samples  []benchkit.Proc
-	selfSamp []selfSample
+	// roundFrom is the log index where the current round began (of the current process).
+	roundFrom int
+	samples   []benchkit.Proc
+	selfSamp  []selfSample
 }
 
 type selfSample struct{ goroutines, fds int }
@@ -138,6 +140,10 @@ func run(ctx context.Context, o options) error {
 	if o.faults != "" {
 		pick = nil
 		for _, name := range strings.Split(o.faults, ",") {
+			if strings.TrimSpace(name) == "all" {
+				pick = append(pick, allFaults...)
+				continue
+			}
 			f, ok := faultByName(strings.TrimSpace(name))
 			if !ok {
 				return fmt.Errorf("-faults: unknown fault %q", name)
@@ -205,6 +211,10 @@ func run(ctx context.Context, o options) error {
 		}
 		res.settleUsed = append(res.settleUsed, settle)
 		if len(problems) > 0 {
+			if o.verbose {
+				fmt.Fprintf(os.Stderr, "round %d (%s, %s) failed: %s\nits daemon log:\n%s\n", i+1, l.name, f.name,
+					strings.Join(problems, "; "), l.logSince(l.roundFrom))
+			}
 			res.failedBy[f.name]++
 			for _, p := range problems {
 				res.failures = append(res.failures, fmt.Sprintf("round %d (%s, %s): %s", i+1, l.name, f.name, p))
@@ -318,6 +328,7 @@ func (l *lane) round(ctx context.Context, rng *rand.Rand, i int, f fault) ([]str
 		return nil, 0, fmt.Errorf("queue: %w", err)
 	}
 	from := len(l.proc.Entries())
+	l.roundFrom = from
 	viaSocket := i%5 == 4
 	r := &faultRun{l: l, ctx: ctx, rng: rng, job: j, from: from, viaSocket: viaSocket}
 	err := f.run(r)
@@ -325,7 +336,7 @@ func (l *lane) round(ctx context.Context, rng *rand.Rand, i int, f fault) ([]str
 	l.bed.Modem().ClearFaults()
 	_ = l.bed.Cloud().SetFault()
 	if !l.bed.PTY().Plugged() {
-		if perr := l.bed.PTY().Replug(); perr != nil {
+		if perr := l.bed.Replug(); perr != nil {
 			return nil, 0, fmt.Errorf("replug: %w", perr)
 		}
 	}
@@ -438,6 +449,20 @@ func (l *lane) check() []string {
 		problems = append(problems, fmt.Sprintf("modem left in +CFUN=%d, want %d", m, initialMode))
 	}
 	return problems
+}
+
+// logSince returns the daemon's log lines from index from on, compacted.
+func (l *lane) logSince(from int) string {
+	var b strings.Builder
+	entries := l.proc.Entries()
+	for _, e := range entries[min(from, len(entries)):] {
+		line := e.Raw
+		if len(line) > 300 {
+			line = line[:300] + "…"
+		}
+		b.WriteString("  " + line + "\n")
+	}
+	return b.String()
 }
 
 func (l *lane) sample() {
@@ -564,7 +589,7 @@ var allFaults = []fault{
 		if err := r.sleep(time.Duration(100+r.rng.IntN(500)) * time.Millisecond); err != nil {
 			return err
 		}
-		if err := r.l.bed.PTY().Replug(); err != nil {
+		if err := r.l.bed.Replug(); err != nil {
 			return err
 		}
 		from := len(r.l.proc.Entries())
@@ -581,7 +606,7 @@ var allFaults = []fault{
 			if err := r.sleep(time.Duration(100+r.rng.IntN(500)) * time.Millisecond); err != nil {
 				return err
 			}
-			if err := r.l.bed.PTY().Replug(); err != nil {
+			if err := r.l.bed.Replug(); err != nil {
 				return err
 			}
 		}
@@ -597,7 +622,7 @@ var allFaults = []fault{
 		if err := r.sleep(time.Duration(100+r.rng.IntN(500)) * time.Millisecond); err != nil {
 			return err
 		}
-		return r.l.bed.PTY().Replug()
+		return r.l.bed.Replug()
 	}},
 	cloudFault("busy-500", func(r *faultRun) simcloud.Fault {
 		return simcloud.Fault{Kind: simcloud.FaultBusy, Count: 1 + r.rng.IntN(2)}
