@@ -603,8 +603,13 @@ func TestFullJob(t *testing.T) {
 			if dev.ProvisionedAt == nil {
 				t.Errorf("device: got %+v, want it provisioned", dev)
 			}
-			if st := u.Stats(); st.Handshakes != 1 {
-				t.Errorf("handshakes: got %d, want 1", st.Handshakes)
+			// One full handshake for the whole job. net/http may still open a second
+			// connection: it reuses one only once its writer goroutine has reported the request
+			// written, and waits 50 ms for that, which a starved goroutine on a loaded machine
+			// can miss. Such a reconnect resumes the session, so it is not counted here (the
+			// transport's own tests count connections).
+			if st := u.Stats(); st.Handshakes-st.ResumedHandshakes != 1 {
+				t.Errorf("full handshakes: got %d of %d, want 1", st.Handshakes-st.ResumedHandshakes, st.Handshakes)
 			}
 		})
 	}
