@@ -39,13 +39,9 @@ func TestDaemonControl(t *testing.T) {
 			p := start(t, ctx, b, "run")
 
 			// auto_start: the job runs at start.
-			_, at, err := p.WaitEvent(ctx, 0, "DONE")
-			if err != nil {
-				t.Fatalf("waiting for DONE: %v", err)
-			}
-			if _, at, err = p.WaitEvent(ctx, at, "STOP"); err != nil {
-				t.Fatalf("waiting for STOP: %v", err)
-			}
+			at := 0
+			waitEvent(t, ctx, p, &at, "DONE")
+			waitEvent(t, ctx, p, &at, "STOP")
 			cmds := mustCommands(t, b)
 			finished := cmds[len(cmds)-1].ID
 
@@ -83,12 +79,8 @@ func TestDaemonControl(t *testing.T) {
 			if got := ctl(t, b, "now"); got == "" {
 				t.Error("now: no output")
 			}
-			if _, at, err = p.WaitEvent(ctx, at, "DONE"); err != nil {
-				t.Fatalf("waiting for the second DONE: %v", err)
-			}
-			if _, _, err = p.WaitEvent(ctx, at, "STOP"); err != nil {
-				t.Fatalf("waiting for the second STOP: %v", err)
-			}
+			waitEvent(t, ctx, p, &at, "DONE")
+			waitEvent(t, ctx, p, &at, "STOP")
 			if n := count(b.ModemCommands(), more[len(more)-2].ATString()); n != 1 {
 				t.Errorf("the job queued before `now` reached the modem %d times, want 1", n)
 			}

@@ -146,3 +146,37 @@ func kindName(k proto.ResponseKind) string {
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 func quote(s string) string { return strconv.Quote(s) }
+
+// waitEvent waits for the provisioning event ev at or after *at and moves *at past it.
+func waitEvent(t *testing.T, ctx context.Context, p *testbed.Process, at *int, ev string) testbed.LogEntry {
+	t.Helper()
+	e, next, err := p.WaitEvent(ctx, *at, ev)
+	if err != nil {
+		t.Fatalf("waiting for event %s: %v", ev, err)
+	}
+	*at = next
+	return e
+}
+
+// waitMsg waits for a log entry whose message contains msg at or after *at and moves *at
+// past it.
+func waitMsg(t *testing.T, ctx context.Context, p *testbed.Process, at *int, msg string) testbed.LogEntry {
+	t.Helper()
+	e, next, err := p.WaitLog(ctx, *at, func(e testbed.LogEntry) bool { return strings.Contains(e.Msg, msg) })
+	if err != nil {
+		t.Fatalf("waiting for log %q: %v", msg, err)
+	}
+	*at = next
+	return e
+}
+
+// countMsg counts the log entries whose message contains msg.
+func countMsg(p *testbed.Process, msg string) int {
+	n := 0
+	for _, e := range p.Entries() {
+		if strings.Contains(e.Msg, msg) {
+			n++
+		}
+	}
+	return n
+}

@@ -208,7 +208,8 @@ func (p *Process) Stderr() string {
 var ErrExited = errors.New("testbed: provisiond exited")
 
 // WaitLog waits until a stderr line from index from on satisfies match and returns it with
-// its index. It fails when ctx ends or the process exits first.
+// the index of the line after it, where a following wait starts. It fails when ctx ends or
+// the process exits first.
 func (p *Process) WaitLog(ctx context.Context, from int, match func(LogEntry) bool) (LogEntry, int, error) {
 	from = max(from, 0)
 	for {
@@ -217,7 +218,7 @@ func (p *Process) WaitLog(ctx context.Context, from int, match func(LogEntry) bo
 			if match(p.entries[i]) {
 				e := p.entries[i]
 				p.mu.Unlock()
-				return e, i, nil
+				return e, i + 1, nil
 			}
 		}
 		from = max(from, len(p.entries))
@@ -231,15 +232,15 @@ func (p *Process) WaitLog(ctx context.Context, from int, match func(LogEntry) bo
 			n := len(p.entries)
 			p.mu.Unlock()
 			if from >= n {
-				return LogEntry{}, -1, ErrExited
+				return LogEntry{}, from, ErrExited
 			}
 		case <-ctx.Done():
-			return LogEntry{}, -1, fmt.Errorf("testbed: wait for a log line: %w", ctx.Err())
+			return LogEntry{}, from, fmt.Errorf("testbed: wait for a log line: %w", ctx.Err())
 		}
 	}
 }
 
-// WaitEvent waits for the provisioning event ev from index from on.
+// WaitEvent waits for the provisioning event ev from index from on (see WaitLog).
 func (p *Process) WaitEvent(ctx context.Context, from int, ev string) (LogEntry, int, error) {
 	return p.WaitLog(ctx, from, func(e LogEntry) bool { return e.Event() == ev })
 }

@@ -190,3 +190,37 @@ func TestParseLogLine(t *testing.T) {
 		})
 	}
 }
+
+// TestStableLinkFollowsThePlug: the link goes away with the modem (as a by-id name does)
+// and comes back, pointing at the new pty, on Replug.
+func TestStableLinkFollowsThePlug(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := Start(ctx, Options{StableLink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	link := b.ModemPath()
+	for i := range 3 {
+		if err := b.PTY().Unplug(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := os.Lstat(link); os.IsNotExist(err) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("round %d: link still there after Unplug", i)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		if err := b.Replug(); err != nil {
+			t.Fatal(err)
+		}
+		if target, err := os.Readlink(link); err != nil || target != b.PTY().SlavePath() {
+			t.Fatalf("round %d: link -> %q (%v), want %s", i, target, err, b.PTY().SlavePath())
+		}
+	}
+}
