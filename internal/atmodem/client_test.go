@@ -497,9 +497,7 @@ func TestTimeoutThenResync(t *testing.T) {
 			f := newFake(script)
 			f.echo = tc.echo
 			c := newClient(t, f, Config{})
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-			_, err := c.Command(ctx, tc.stale)
-			cancel()
+			_, err := c.Command(expireOn(f, tc.stale+"\r\n"), tc.stale)
 			if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("got %v, want ErrTimeout", err)
 			}
@@ -527,9 +525,7 @@ func TestLateAnswerWhileIdleNeedsNoProbe(t *testing.T) {
 		"AT+CFUN?\r\n": say("+CFUN: 4\r\nOK\r\n"),
 	})
 	c := newClient(t, f, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-	defer cancel()
-	if _, err := c.Command(ctx, "AT+CGMR"); !errors.Is(err, ErrTimeout) {
+	if _, err := c.Command(expireOn(f, "AT+CGMR\r\n"), "AT+CGMR"); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("got %v, want ErrTimeout", err)
 	}
 	f.inject(item{data: "mfw_nrf9160_1.3.5\r\n+CEREG: 1\r\nOK\r\n"})
@@ -553,10 +549,9 @@ func TestUnansweredProbeGetsADifferentProbe(t *testing.T) {
 		"AT+CGSN\r\n":  say("352656100367872\r\nOK\r\n"),
 	})
 	c := newClient(t, f, Config{})
-	for range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-		_, err := c.Command(ctx, "AT+CGMR")
-		cancel()
+	// The first try writes the command, the second only the probe that goes unanswered.
+	for _, written := range []string{"AT+CGMR\r\n", "AT+CMEE?\r\n"} {
+		_, err := c.Command(expireOn(f, written), "AT+CGMR")
 		if !errors.Is(err, ErrTimeout) {
 			t.Fatalf("got %v, want ErrTimeout", err)
 		}
@@ -593,9 +588,7 @@ func TestAnswerResetsTimeoutCount(t *testing.T) {
 	f := newFake(map[string][]item{"AT+CGMR\r\n": nil, "AT+CMEE?\r\n": say("+CMEE: 1\r\nOK\r\n"), "AT\r\n": say("OK\r\n")})
 	c := newClient(t, f, Config{MaxTimeouts: 2})
 	for range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
-		_, err := c.Command(ctx, "AT+CGMR")
-		cancel()
+		_, err := c.Command(expireOn(f, "AT+CGMR\r\n"), "AT+CGMR")
 		if !errors.Is(err, ErrTimeout) || errors.Is(err, ErrPortLost) {
 			t.Fatalf("got %v, want ErrTimeout only", err)
 		}
@@ -663,24 +656,24 @@ func (b blockingWriter) Write(p []byte) (int, error) {
 }
 
 func TestStuckWrite(t *testing.T) {
-	f := newFake(map[string][]item{"AT+CGMR\r\n": nil, "AT+CMEE?\r\n": say("+CMEE: 1\r\nOK\r\n"), "AT\r\n": say("OK\r\n")})
+	f := newFake(map[string][]item{"AT+CGMR\r\n": nil, "AT+CMEE?\r\n": say("+CMEE: 1\r\nOK\r\n"), "AT+CFUN=4\r\n": say("OK\r\n")})
 	bw := blockingWriter{f, make(chan struct{})}
-	c := New(bw, Config{})
+	// The client's own timer, which starts when it takes a command, times the stuck commands
+	// out; a short context deadline could pass before that and refuse them unsent. The last
+	// command is a long one, so the resync after the stuck write has all the time it needs.
+	c := New(bw, Config{CommandTimeout: 20 * time.Millisecond, LongTimeout: time.Minute})
 	defer c.Close()
 	for _, cmd := range []string{"AT+CGMR", "AT"} {
 		// The second command waits for the stuck write of the first and times out too.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
-		_, err := c.Command(ctx, cmd)
-		cancel()
-		if !errors.Is(err, ErrTimeout) {
+		if _, err := c.Command(context.Background(), cmd); !errors.Is(err, ErrTimeout) {
 			t.Fatalf("%s: got %v, want ErrTimeout", cmd, err)
 		}
 	}
 	close(bw.release)
-	if _, err := c.Command(context.Background(), "AT"); err != nil {
+	if _, err := c.Command(context.Background(), "AT+CFUN=4"); err != nil {
 		t.Fatalf("after the write went through: %v", err)
 	}
-	want := []string{"AT+CGMR\r\n", "AT+CMEE?\r\n", "AT\r\n"}
+	want := []string{"AT+CGMR\r\n", "AT+CMEE?\r\n", "AT+CFUN=4\r\n"}
 	if got := f.commands(); !reflect.DeepEqual(got, want) {
 		t.Errorf("wrote %q, want %q", got, want)
 	}

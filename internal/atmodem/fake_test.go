@@ -1,6 +1,7 @@
 package atmodem
 
 import (
+	"context"
 	"os"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type fakePort struct {
 	acc      []byte
 	written  []string
 	unknown  []string
+	onWrite  func(cmd string) // if set, told of every complete command written
 
 	out       chan item
 	closed    chan struct{}
@@ -102,6 +104,9 @@ func (f *fakePort) Write(p []byte) (int, error) {
 	if ok {
 		f.acc = nil
 		f.written = append(f.written, cmd)
+		if f.onWrite != nil {
+			f.onWrite(cmd)
+		}
 		if f.echo {
 			f.send(item{data: cmd})
 		}
@@ -148,6 +153,42 @@ func (f *fakePort) commands() []string {
 }
 
 // waitFor polls cond until it holds; a test that never gets there fails by its own -timeout.
+// deadlineCtx is a context whose deadline passes when pass is called.
+type deadlineCtx struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *deadlineCtx) Done() <-chan struct{} { return c.done }
+
+func (c *deadlineCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func (c *deadlineCtx) pass() { c.once.Do(func() { close(c.done) }) }
+
+// expireOn returns a context whose deadline passes as soon as f sees cmd written, so that the
+// command the context is for certainly times out after the client took it. A short real
+// deadline does not promise that: on a loaded machine it can pass before the client's
+// goroutine takes the command, which is then refused unsent with the bare context error.
+func expireOn(f *fakePort, cmd string) context.Context {
+	ctx := &deadlineCtx{Context: context.Background(), done: make(chan struct{})}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onWrite = func(c string) {
+		if c == cmd {
+			ctx.pass()
+		}
+	}
+	return ctx
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for start := time.Now(); !cond(); time.Sleep(time.Millisecond) {
