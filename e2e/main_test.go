@@ -6,10 +6,13 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -24,6 +27,12 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if !flagSet("test.parallel") {
+		// The tests mostly wait (on the daemons, on backoffs, on the simulated modem), so
+		// more of them than cores can run at once; -parallel on the command line still wins.
+		_ = flag.Set("test.parallel", strconv.Itoa(max(8, 4*runtime.GOMAXPROCS(0))))
+	}
 	if _, set := os.LookupEnv("GORACE"); !set {
 		// A race-enabled binary sleeps a second at exit (to let other threads report);
 		// the tests start dozens of them. A race still fails the run: exit code 66 and a
@@ -60,4 +69,11 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
