@@ -211,7 +211,7 @@ func cpRunReference(t *testing.T, tr string) cpReference {
 		ref.job = append(ref.job, jobLines[l.text])
 	}
 	// The reference itself must be a clean provisioning: everything once, the job complete.
-	cpCheckInvariants(t, ctx, e.b, nil, false)
+	cpCheckInvariants(t, ctx, e.b, cpInv{})
 	for _, c := range mustCommands(t, e.b) {
 		if c.Status != simcloud.StatusSucceeded {
 			t.Errorf("reference run: command %s %s: %s", c.ID, short(c.ATString()), c.Status)
@@ -381,7 +381,7 @@ func cpRunPoint(t *testing.T, tr string, ref cpReference, pt cpPoint) {
 		t.Errorf("no clean run --once after %d restarts", cpMaxRestarts)
 	}
 	seen := e.modem.seen()
-	cpCheckInvariants(t, ctx, b, seen, false)
+	cpCheckInvariants(t, ctx, b, cpInv{lines: seen})
 	if pt.kind == cpBefore || pt.kind == cpAfter {
 		cpCheckAnswered(t, b, seen[:pt.n])
 	}
@@ -420,14 +420,27 @@ func cpCheckAnswered(t *testing.T, b *testbed.Bed, lines []cpLine) {
 // exactly one response at the service (its own, or reported as interrupted), none ran twice,
 // no success was reported for a command that never ran, the store is readable and holds no
 // daemon state and the cursor of the last acknowledged command, and the modem is back in its
-// mode. lines, if not nil, are the command lines the proxy saw (for messages).
-//
-// staleInterrupted tolerates (and logs as a known issue) one kind of second, different
-// response: "interrupted" for a command whose real result the service had already taken.
-// internal/daemon sends it when a store write failed after the command and the result was
-// uploaded from memory: the journal left on disk still says the command was running.
-func cpCheckInvariants(t *testing.T, ctx context.Context, b *testbed.Bed, lines []cpLine, staleInterrupted bool) {
+// mode.
+// cpInv says what cpCheckInvariants expects besides the defaults.
+type cpInv struct {
+	// mode is the modem's functional mode before the first run; nil means cpInitialMode.
+	mode *int
+	// lines are the command lines the proxy saw, for messages.
+	lines []cpLine
+	// staleInterrupted tolerates (and logs as a known issue) one kind of second, different
+	// response: "interrupted" for a command whose real result the service had already
+	// taken. internal/daemon sends it when a store write failed after the command and the
+	// result was uploaded from memory: the journal left on disk still says it was running.
+	staleInterrupted bool
+}
+
+func cpCheckInvariants(t *testing.T, ctx context.Context, b *testbed.Bed, inv cpInv) {
 	t.Helper()
+	lines, staleInterrupted := inv.lines, inv.staleInterrupted
+	mode := cpInitialMode
+	if inv.mode != nil {
+		mode = *inv.mode
+	}
 	cmds := mustCommands(t, b)
 	log := b.Modem().CommandLog()
 	ups := uploads(t, b)
@@ -529,8 +542,8 @@ func cpCheckInvariants(t *testing.T, ctx context.Context, b *testbed.Bed, lines 
 		t.Errorf("settings: cursor %q, want %q (the last acknowledged command)", got, wantCursor)
 	}
 
-	if got := b.Modem().FunctionalMode(); got != cpInitialMode {
-		t.Errorf("modem mode %d after the last run, want %d", got, cpInitialMode)
+	if got := b.Modem().FunctionalMode(); got != mode {
+		t.Errorf("modem mode %d after the last run, want %d", got, mode)
 	}
 	if got := b.Modem().CMEE(); got != 0 {
 		// Known gap, not failed on (see the report of issue 7): the daemon restores CMEE

@@ -232,7 +232,7 @@ func TestStorageFaultMidBatch(t *testing.T) {
 				breakDisk(false)
 				e.modem.reset()
 				cpRunUntilClean(t, ctx, b)
-				cpCheckInvariants(t, ctx, b, e.modem.seen(), true)
+				cpCheckInvariants(t, ctx, b, cpInv{lines: e.modem.seen(), staleInterrupted: true})
 			})
 		}
 	}
@@ -297,7 +297,7 @@ func TestStoragePendingResultsReadOnly(t *testing.T) {
 
 			disk.setReadOnly(t, false)
 			cpRunUntilClean(t, ctx, b)
-			cpCheckInvariants(t, ctx, b, nil, false)
+			cpCheckInvariants(t, ctx, b, cpInv{})
 		})
 	}
 }
