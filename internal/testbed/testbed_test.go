@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,5 +223,62 @@ func TestStableLinkFollowsThePlug(t *testing.T) {
 		if target, err := os.Readlink(link); err != nil || target != b.PTY().SlavePath() {
 			t.Fatalf("round %d: link -> %q (%v), want %s", i, target, err, b.PTY().SlavePath())
 		}
+	}
+}
+
+// TestProcess runs a stand-in for provisiond (a shell script) through Bed.Start: stderr lines
+// are parsed and waited for in order, stdout is kept, the exit code comes back, and the
+// environment is cleaned of PROVISIOND_* variables.
+func TestProcess(t *testing.T) {
+	t.Setenv("PROVISIOND_LOG_LEVEL", "debug")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := Start(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	script := filepath.Join(t.TempDir(), "fake-provisiond")
+	body := `#!/bin/sh
+echo "args: $*"
+echo "env: ${PROVISIOND_LOG_LEVEL:-unset}"
+echo '{"level":"info","msg":"provisioning event","event":"START","attempt":1}' >&2
+echo '{"level":"warn","msg":"command failed","cme_error":513}' >&2
+echo '{"level":"info","msg":"provisioning event","event":"STOP","attempt":1}' >&2
+echo 'provisiond: FAILED: 1 command(s) failed' >&2
+exit 2
+`
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	p, err := b.Start(ctx, script, func(e LogEntry) { seen = append(seen, e.Msg) }, "run", "--once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, next, err := p.WaitEvent(ctx, 0, "START")
+	if err != nil || e.Str("attempt") != "1" || next != 1 {
+		t.Fatalf("WaitEvent START: %+v, next %d, %v", e, next, err)
+	}
+	if _, _, err := p.WaitEvent(ctx, next, "START"); err == nil {
+		t.Error("WaitEvent found START again after it")
+	}
+	code, err := p.Wait(ctx)
+	if err != nil || code != 2 {
+		t.Fatalf("Wait: exit %d, %v; want 2", code, err)
+	}
+	want := "args: run --once --config " + b.ConfigPath() + "\nenv: unset\n"
+	if got := p.Stdout(); got != want {
+		t.Errorf("stdout %q, want %q", got, want)
+	}
+	entries := p.Entries()
+	if len(entries) != 4 || entries[1].Str("cme_error") != "513" || entries[3].JSON() || !strings.HasPrefix(p.Stderr(), "{") {
+		t.Errorf("entries: %+v", entries)
+	}
+	if strings.Join(seen, ",") != "provisioning event,command failed,provisioning event," {
+		t.Errorf("onLog saw %q", seen)
+	}
+	if _, _, err := p.WaitLog(ctx, 4, func(LogEntry) bool { return true }); !errors.Is(err, ErrExited) {
+		t.Errorf("WaitLog past the end of an exited process: %v, want ErrExited", err)
 	}
 }
