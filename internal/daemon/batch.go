@@ -54,8 +54,8 @@ type batch struct {
 	persistBroken bool // a journal write failed: stop before the next command
 	prepared      bool // CMEE and mode handled (first AT command)
 	savedCMEE     int  // -1: unchanged
-	savedMode     int  // -1: not switched, or restored
-	switched      bool // this batch stored the mode and switched the modem offline
+	savedMode     int  // the mode to restore at the end; -1: none, or restored
+	switched      bool // this batch restores the saved mode: it switched, or found it pending
 }
 
 // executeBatch runs cmds per protocol.md §4.1–§4.5 and returns the batch's outbox. The
@@ -124,8 +124,9 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 	ob := b.j.toOutbox()
 	extra := []store.Change{}
 	if b.switched && b.savedMode < 0 {
-		// This batch stored the mode and has restored it: a crash from here on must not
-		// restore it again. (A mode saved by someone else is left for restoreSavedMode.)
+		// The saved mode has been restored: a crash from here on must not restore it again.
+		// Only a successful restore clears it; after a failed one it stays for the next
+		// batch (which restores it at its end) or the next start.
 		extra = append(extra, del(keySavedCFUN))
 	}
 	if err := d.persistOutbox(ob, extra...); err != nil {

@@ -679,3 +679,59 @@ func TestCheckQuota(t *testing.T) {
 		})
 	}
 }
+
+// TestSavedModeKeptUntilRestored: a batch whose restore of the mode fails leaves the modem
+// offline with the mode saved; whatever switches the modem next must bring it back to that
+// mode and only then forget it, not take +CFUN=4 for the mode to keep.
+func TestSavedModeKeptUntilRestored(t *testing.T) {
+	tests := []struct {
+		name string
+		next func(t *testing.T, h *harness)
+	}{
+		{name: "next batch", next: func(t *testing.T, h *harness) {
+			h.cloud.push(t, at("b", "%B", ""))
+			if o := h.d.attempt(context.Background()); o.res.Executed != 1 || o.res.Failed != 0 {
+				t.Errorf("second attempt: %+v, want one command run", o.res)
+			}
+		}},
+		{name: "modem restart", next: func(t *testing.T, h *harness) {
+			if err := h.d.restartModem(context.Background(), h.m); err != nil {
+				t.Errorf("restartModem: %v", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newFakeModem()
+			h := newHarness(t, testConfig(), m, nil)
+			h.d.running.Store(true)
+			if err := h.d.onModemOpen(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			m.mu.Lock()
+			m.setModeErr = func(mode int) error {
+				if mode != modeOffline {
+					return atmodem.ErrTimeout
+				}
+				return nil
+			}
+			m.mu.Unlock()
+			h.cloud.push(t, at("a", "%A", ""))
+			h.d.attempt(context.Background())
+			if got, saved := m.mode(), getKey(h.kv, keySavedCFUN); got != modeOffline || saved != "1" {
+				t.Fatalf("after the failed restore: mode %d, saved %q; want 4 and 1", got, saved)
+			}
+			m.mu.Lock()
+			m.setModeErr = nil
+			m.mu.Unlock()
+			tt.next(t, h)
+			if got := m.mode(); got != 1 {
+				t.Errorf("mode = %d, want the saved mode 1 restored (commands %q)", got, m.commands())
+			}
+			if hasKey(h.kv, keySavedCFUN) {
+				t.Errorf("saved mode %q left behind after it was restored", getKey(h.kv, keySavedCFUN))
+			}
+			h.d.closeModem(m)
+		})
+	}
+}

@@ -306,7 +306,11 @@ func (d *Daemon) restartModem(ctx context.Context, m Modem) error {
 	if err != nil {
 		return fmt.Errorf("daemon: modem restart: read mode: %w", err)
 	}
-	if mode != modePowerOff {
+	if saved := d.pendingMode(); saved >= 0 && (mode == modePowerOff || mode == modeOffline) {
+		// An earlier restore failed: the saved mode, not the offline one, is the mode to
+		// come back to, and it stays saved until that succeeds.
+		mode = saved
+	} else if mode != modePowerOff {
 		if err := d.deps.Store.Apply([]store.Change{{Key: keySavedCFUN, Value: strconv.Itoa(mode)}}); err != nil {
 			return fmt.Errorf("daemon: modem restart: save mode: %w: %w", ErrStore, err)
 		}

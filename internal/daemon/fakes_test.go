@@ -54,6 +54,9 @@ type fakeModem struct {
 	listSHA    func(pem string) string // SHA listed after a write; nil: SHA-256 of the PEM
 	replies    map[string]reply
 	modeErr    error // FunctionalMode fails with it
+	// setModeErr, if set, is asked before each mode switch; a non-nil result fails the
+	// switch and leaves the mode as it was (a +CFUN write that timed out).
+	setModeErr func(mode int) error
 	clockErr   error
 	version    string
 	token      string
@@ -157,6 +160,11 @@ func (m *fakeModem) SetFunctionalMode(ctx context.Context, mode int) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.setModeErr != nil {
+		if err := m.setModeErr(mode); err != nil {
+			return fmt.Errorf("fake: +CFUN=%d: %w", mode, err)
+		}
+	}
 	m.cfun = mode
 	if mode == 1 && m.registerOnActivate {
 		for _, s := range m.subs {

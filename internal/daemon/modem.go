@@ -73,14 +73,16 @@ func graceContext(ctx context.Context, grace time.Duration) (context.Context, co
 
 // goOffline reads the mode and, unless it is already 0 or 4, stores it under
 // provisiond/saved-cfun and sets +CFUN=4. The mode is stored before the switch so that a crash
-// in between restores it on the next start. saved is -1 when nothing was switched.
+// in between restores it on the next start. saved is the mode to restore afterwards, -1 when
+// there is none. A modem found offline with a mode still saved (an earlier restore failed)
+// has that mode to restore: it stays saved until a restore to it succeeds.
 func (d *Daemon) goOffline(ctx context.Context, m Modem, info eventInfo) (saved int, err error) {
 	mode, err := m.FunctionalMode(ctx)
 	if err != nil {
 		return -1, fmt.Errorf("daemon: read functional mode: %w", err)
 	}
 	if mode == modePowerOff || mode == modeOffline {
-		return -1, nil
+		return d.pendingMode(), nil
 	}
 	if err := d.deps.Store.Apply([]store.Change{{Key: keySavedCFUN, Value: strconv.Itoa(mode)}}); err != nil {
 		// Without the saved mode a crash would leave the modem offline for good: don't switch.
@@ -110,6 +112,20 @@ func (d *Daemon) restoreMode(ctx context.Context, m Modem, mode int, keepSaved b
 		}
 	}
 	return nil
+}
+
+// pendingMode returns the mode saved under provisiond/saved-cfun that was never restored, or
+// -1 when there is none (or it cannot be read: restoreSavedMode drops an unreadable one).
+func (d *Daemon) pendingMode() int {
+	v, ok, err := getOptional(d.deps.Store, keySavedCFUN)
+	if err != nil || !ok {
+		return -1
+	}
+	mode, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || mode < 0 {
+		return -1
+	}
+	return mode
 }
 
 // restoreSavedMode restores a mode left in the store by a crash while the modem was offline.
