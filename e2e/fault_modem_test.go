@@ -172,7 +172,6 @@ func TestFaultModemStall(t *testing.T) {
 			stop(t, ctx, d)
 		}},
 		{name: "after KEYGEN, until the attempt gives up", opts: slow, run: func(t *testing.T, ctx context.Context, b *testbed.Bed) {
-			knownBug(t, "saved-mode-dropped")
 			d := daemon(t, ctx, b)
 			waitCommand(t, ctx, b, "AT%KEYGEN")
 			b.Modem().Stall()

@@ -200,9 +200,6 @@ func runMatrix(t *testing.T, rows []matrixRow) {
 // and what goes wrong. Their rows are skipped unless E2E_KNOWN_BUGS=1, so that the matrix
 // stays green for everything else while the bugs are open.
 var knownBugs = map[string]string{
-	"saved-mode-dropped": "internal/daemon/batch.go executeBatch deletes provisiond/saved-cfun after any batch " +
-		"that did not switch the mode itself, also when an earlier restore of that saved mode failed: the modem " +
-		"stays in +CFUN=4 for good",
 	"atmodem-no-resync-at-open": "internal/atmodem: a late answer that arrives after the port is opened is taken " +
 		"for the answer to the next command, and every answer after it is shifted by one for the life of the " +
 		"client",
