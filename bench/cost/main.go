@@ -7,9 +7,10 @@
 //     a 10-command batch and an empty queue, next to `provisiond version` (process start-up);
 //   - AT commands and serial bytes of each `run --once`;
 //   - CPU time per attempt of a long-running `run`, triggered with SIGUSR1 (from /proc);
-//   - idle CPU time and context switches of that daemon between attempts, and its RSS.
+//   - idle CPU time and context switches of that daemon between attempts, and its RSS;
+//   - optionally (-long N), its memory and open files over N more attempts.
 //
-// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap]
+// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap] [-long 3000]
 package main
 
 import (
@@ -35,16 +36,17 @@ func main() {
 	n := flag.Int("n", 30, "runs per measurement")
 	idle := flag.String("idle", "20s", "idle sampling checkpoints from one start, comma-separated (e.g. 20s,150s)")
 	transport := flag.String("transport", "http", "http or coap")
+	long := flag.Int("long", 0, "after the idle window, this many more attempts of the 10-command batch, printing memory every twelfth")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *bin, *n, *idle, *transport); err != nil {
+	if err := run(ctx, *bin, *n, *idle, *transport, *long); err != nil {
 		fmt.Fprintln(os.Stderr, "cost:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin string, n int, idleFlag, transport string) error {
+func run(ctx context.Context, bin string, n int, idleFlag, transport string, long int) error {
 	var idle []time.Duration
 	for _, f := range strings.Split(idleFlag, ",") {
 		d, err := time.ParseDuration(strings.TrimSpace(f))
@@ -89,7 +91,7 @@ func run(ctx context.Context, bin string, n int, idleFlag, transport string) err
 	if err := onceCPU(ctx, bed, bin, n); err != nil {
 		return err
 	}
-	return daemonCPU(ctx, bed, bin, n, idle)
+	return daemonCPU(ctx, bed, bin, n, idle, long)
 }
 
 // sizes builds the binary twice and prints both sizes.
@@ -316,7 +318,7 @@ func shorten(cmds []string) []string {
 
 // daemonCPU starts a long-running `run`, triggers n attempts of the 10-command batch with
 // SIGUSR1, and measures CPU per attempt, then the idle figures.
-func daemonCPU(ctx context.Context, bed *testbed.Bed, bin string, n int, idle []time.Duration) error {
+func daemonCPU(ctx context.Context, bed *testbed.Bed, bin string, n int, idle []time.Duration, long int) error {
 	p, err := bed.Start(ctx, bin, nil, "run")
 	if err != nil {
 		return err
@@ -401,6 +403,27 @@ func daemonCPU(ctx context.Context, bed *testbed.Bed, bin string, n int, idle []
 		}
 		printIdle(time.Since(t0), a, b)
 	}
+	if long <= 0 {
+		return nil
+	}
+	fmt.Printf("## Memory over %d more attempts (10-command batch each)\n\n", long)
+	fmt.Println("| attempts | VmRSS | RssAnon | RssFile | open fds | threads |")
+	fmt.Println("|---|---|---|---|---|---|")
+	every := max(1, long/12)
+	for i := 1; i <= long; i++ {
+		if _, _, _, err := attempt(benchkit.Batch10.Reqs()); err != nil {
+			return fmt.Errorf("long attempt %d: %w", i, err)
+		}
+		if i%every == 0 || i == long {
+			p, err := benchkit.ReadProc(p.Pid())
+			if err != nil {
+				return err
+			}
+			fmt.Printf("| %d | %.2f MiB | %.2f MiB | %.2f MiB | %d | %d |\n", n+i, float64(p.RSSKiB)/1024,
+				float64(p.AnonKiB)/1024, float64(p.FileKiB)/1024, p.FDs, p.Threads)
+		}
+	}
+	fmt.Println()
 	return nil
 }
 
