@@ -160,7 +160,8 @@ func (t *Transport) Open(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, wrapNetErr(ctx, "open", err)
 	}
-	conn, err := piondtls.ClientWithOptions(dtlsnet.PacketConnFromConn(s.meter.PacketConn(raw)), raw.RemoteAddr(), t.dtlsOptions()...)
+	v := &verifier{roots: t.roots, name: t.cfg.Hostname}
+	conn, err := piondtls.ClientWithOptions(dtlsnet.PacketConnFromConn(s.meter.PacketConn(raw)), raw.RemoteAddr(), t.dtlsOptions(v)...)
 	if err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("coap open: %w", err)
@@ -169,6 +170,13 @@ func (t *Transport) Open(ctx context.Context) (*Session, error) {
 	offered := t.store.id(key)
 	if err := conn.HandshakeContext(hctx); err != nil {
 		_ = conn.Close()
+		// The handshake's error is not always the one that ended it: after the client's
+		// bad_certificate alert, pion may return the server's reply to that alert (a
+		// DecodeError alert, with Connection IDs). A failed verification decided the
+		// outcome whatever came after it.
+		if verr := v.failure(); verr != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("coap open: %w: %w", transport.ErrWrongRootCA, verr)
+		}
 		return nil, wrapNetErr(ctx, "open", err)
 	}
 	state, _ := conn.ConnectionState()
@@ -184,9 +192,12 @@ func (t *Transport) Open(ctx context.Context) (*Session, error) {
 	return s, nil
 }
 
-func (t *Transport) dtlsOptions() []piondtls.ClientOption {
+func (t *Transport) dtlsOptions(v *verifier) []piondtls.ClientOption {
 	opts := []piondtls.ClientOption{
-		piondtls.WithRootCAs(t.roots),
+		// The chain is verified by v, which remembers a failure (see Open). pion's own
+		// verification is off so that it cannot reject the certificate before v sees it.
+		piondtls.WithInsecureSkipVerify(true),
+		piondtls.WithVerifyPeerCertificate(v.verify),
 		piondtls.WithServerName(t.cfg.Hostname),
 		piondtls.WithLoggerFactory(silentLoggers()),
 	}
@@ -197,6 +208,55 @@ func (t *Transport) dtlsOptions() []piondtls.ClientOption {
 		opts = append(opts, piondtls.WithSessionStore(t.store))
 	}
 	return opts
+}
+
+// verifier verifies the server's certificate chain for one handshake and records the
+// outcome, so that Open can tell a rejected certificate from whatever error the handshake
+// returns after it. verify runs on pion's handshake goroutine.
+type verifier struct {
+	roots *x509.CertPool
+	name  string
+
+	mu  sync.Mutex
+	err error // the last verification's failure; nil if it passed or none ran
+}
+
+// verify checks the chain against the roots and the server name, as crypto/tls does. pion
+// also calls it for a cached session before offering to resume it.
+func (v *verifier) verify(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+	err := verifyChain(rawCerts, v.roots, v.name)
+	v.mu.Lock()
+	v.err = err
+	v.mu.Unlock()
+	return err
+}
+
+// failure returns the recorded verification failure, nil if there is none.
+func (v *verifier) failure() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.err
+}
+
+// verifyChain verifies the leaf of rawCerts, with the rest as intermediates.
+func verifyChain(rawCerts [][]byte, roots *x509.CertPool, name string) error {
+	if len(rawCerts) == 0 {
+		return errNoServerCert
+	}
+	certs := make([]*x509.Certificate, 0, len(rawCerts))
+	for _, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return fmt.Errorf("parse server certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: inter})
+	return err
 }
 
 // silentLoggers keeps pion from writing to stderr: a library reports through errors only.

@@ -566,3 +566,27 @@ func TestNew(t *testing.T) {
 		})
 	}
 }
+
+// TestWrongRootCARepeated: the server's certificate is from another CA. pion/dtls may end
+// such a handshake with the server's answer to the client's alert (a DecodeError alert; with
+// Connection IDs on, most handshakes do) rather than the x509 error; Open must say
+// ErrWrongRootCA every time all the same.
+func TestWrongRootCARepeated(t *testing.T) {
+	srv := newCoAPServer(t, serverOpts{cid: true})
+	cfg := srv.config()
+	cfg.RootCAs = transporttest.NewCA(t).Pool()
+	tr, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		s, err := tr.Open(context.Background())
+		if err == nil {
+			_ = s.Close()
+			t.Fatalf("handshake %d: Open succeeded with the roots of another CA", i)
+		}
+		if !errors.Is(err, transport.ErrWrongRootCA) {
+			t.Fatalf("handshake %d: Open: got %v, want ErrWrongRootCA", i, err)
+		}
+	}
+}
