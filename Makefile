@@ -53,7 +53,7 @@ fuzz-smoke:
 # the simulated Provisioning Service (on loopback). `make demo TRANSPORT=coap` uses CoAP/DTLS.
 TRANSPORT ?= http
 demo: build
-	$(GO) run ./cmd/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
+	$(BIN)/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
 
 clean:
 	rm -rf $(BIN) dist
