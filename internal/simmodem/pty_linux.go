@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -96,16 +95,19 @@ func openRawPTY() (master, slave *os.File, err error) {
 	}
 	// pty.Open used m.Fd(), which switched it to blocking mode; a blocked Read would then
 	// survive Close. A non-blocking duplicate goes through the runtime poller instead.
-	nfd, err := syscall.Dup(int(m.Fd()))
+	// The duplicate must be close-on-exec like every fd os opens: a copy of the master
+	// inherited by a child process (a provisiond started by a test) keeps the pty alive
+	// after Unplug, so the client on the slave never sees the hang-up.
+	nfd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	_ = m.Close()
 	if err != nil {
 		_ = s.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("dup master: %w", err)
 	}
-	if err := syscall.SetNonblock(nfd, true); err != nil {
-		_ = syscall.Close(nfd)
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		_ = unix.Close(nfd)
 		_ = s.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("set master non-blocking: %w", err)
 	}
 	master = os.NewFile(uintptr(nfd), "/dev/ptmx")
 	if err := makeRaw(s); err != nil {

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"os/exec"
@@ -497,5 +498,85 @@ func TestPTYModemUnplug(t *testing.T) {
 	}
 	if _, err := dial(t, p.SlavePath(), atmodem.Config{}).Command(ctxT(t), "AT"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startChild starts a process that outlives the calls under test and inherits every fd
+// of ours that is not close-on-exec, as a provisiond started by a test would.
+func startChild(t *testing.T) *exec.Cmd {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skipf("no sleep binary: %v", err)
+	}
+	cmd := exec.Command(sleep, "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// inheritedPTYMasters lists the fds of process pid that are pty masters.
+func inheritedPTYMasters(t *testing.T, pid int) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Skipf("no procfs: %v", err)
+	}
+	var masters []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if target == "/dev/ptmx" || target == "/dev/pts/ptmx" {
+			masters = append(masters, e.Name()+" -> "+target)
+		}
+	}
+	return masters
+}
+
+// TestPTYMasterNotInherited: a child process started while the modem is plugged holds no
+// copy of the pty master, so Unplug still hangs up the slave: a reader there gets EIO (or
+// EOF) instead of blocking as if the cable were still in.
+func TestPTYMasterNotInherited(t *testing.T) {
+	_, p := startPTY(t, Config{})
+	slave, err := os.OpenFile(p.SlavePath(), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	child := startChild(t)
+	if got := inheritedPTYMasters(t, child.Process.Pid); len(got) > 0 {
+		t.Errorf("child inherited pty master fds: %v", got)
+	}
+	if err := p.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	// The deadline only keeps a regression from hanging the run; a correct unplug answers
+	// at once.
+	if dl, ok := ctxT(t).Deadline(); ok {
+		if err := slave.SetReadDeadline(dl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 64)
+	for {
+		n, err := slave.Read(buf)
+		if err == nil {
+			continue // data written before the cut
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("slave read still blocked after Unplug: a copy of the master is open elsewhere")
+		}
+		if !errors.Is(err, unix.EIO) && !errors.Is(err, io.EOF) {
+			t.Fatalf("slave read after Unplug = %d, %v; want EIO or EOF", n, err)
+		}
+		break
 	}
 }
