@@ -4,7 +4,8 @@
 //	nrf91sim --link /tmp/ttyNRF --identity sim-identity.pem
 //
 // It prints "key: value" lines (pty, link, uuid, imei, chip, attestation-token) and serves
-// until SIGINT or SIGTERM.
+// until SIGINT or SIGTERM. The --link symlink exists only while the simulated modem is
+// plugged in, like a udev by-id name, so it is gone once nrf91sim exits.
 package main
 
 import (
@@ -44,7 +45,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("nrf91sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.link, "link", "", "keep a symlink at `PATH` pointing at the pty")
+	fs.StringVar(&o.link, "link", "", "symlink at `PATH` to the pty while the modem is plugged in, like a udev by-id name (removed on exit)")
 	fs.StringVar(&o.identity, "identity", "", "device identity key `FILE` (PEM EC key; created with mode 0600 if missing). Without it every run is a new device")
 	fs.StringVar(&o.publicIdentity, "public-identity", "", "write the identity public key PEM to `FILE` (for the simulated service)")
 	fs.StringVar(&o.uuidFile, "uuid-file", "", "write the device UUID to `FILE`")

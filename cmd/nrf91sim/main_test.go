@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -144,5 +145,24 @@ func TestParseFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--baud", "x"}, io.Discard); err == nil {
 		t.Fatal("bad baud accepted")
+	}
+}
+
+// TestRunLink: --link points at the printed pty while serving and is gone after exit, like
+// a udev by-id name once the device is unplugged.
+func TestRunLink(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "ttyNRF")
+	o := options{link: link, chip: "nrf9161", lineEnding: "any"}
+	t.Run("serving", func(t *testing.T) { // its cleanup stops run
+		out := startRun(t, o)
+		if out["link"] != link {
+			t.Errorf("printed link %q, want %q", out["link"], link)
+		}
+		if target, err := os.Readlink(link); err != nil || target != out["pty"] {
+			t.Fatalf("link -> %q (%v), want %s", target, err, out["pty"])
+		}
+	})
+	if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after exit: Lstat(link) = %v, want not exist", err)
 	}
 }

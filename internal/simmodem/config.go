@@ -76,7 +76,9 @@ type Config struct {
 	// MaxCredentials bounds the credential store (user tags); beyond it writes answer
 	// +CME ERROR: 515. Zero means 64.
 	MaxCredentials int
-	// Link, for ServePTY, is a symlink kept pointing at the current pty (re-pointed on Replug).
+	// Link, for ServePTY, is a symlink to the current pty that exists only while it is
+	// plugged in, like a udev by-id name: removed when the line is cut, made again
+	// (atomically) by Replug.
 	Link string
 }
 

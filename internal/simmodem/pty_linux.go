@@ -31,6 +31,9 @@ type PTY struct {
 	done   chan struct{} // closed when the current serve goroutine ends
 	err    error         // why the last serve goroutine ended
 	closed bool
+	// unlinkErr is why the Link could not be removed when an UnplugDuring fault or
+	// Modem.Unplug cut the line; the next Unplug, Replug or Close returns it.
+	unlinkErr error
 
 	closeDone chan struct{} // closed when Close has finished
 	closeErr  error         // set before closeDone closes
@@ -38,7 +41,8 @@ type PTY struct {
 
 // ServePTY opens a pty pair, puts the slave in raw mode, and serves the modem on the master
 // side until ctx is cancelled or Close. With Config.Link set, a symlink there points at the
-// slave and follows it across Replug.
+// slave only while it is plugged, like a udev by-id name: it is removed when the line is
+// cut (Unplug, an UnplugDuring fault, Close) and made again, atomically, by Replug.
 func (m *Modem) ServePTY(ctx context.Context) (*PTY, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &PTY{m: m, ctx: ctx, cancel: cancel, link: m.cfg.Link, closeDone: make(chan struct{})}
@@ -169,7 +173,8 @@ func (p *PTY) SlavePath() string {
 	return p.path
 }
 
-// Path returns the Link if one is configured, else SlavePath.
+// Path returns the Link if one is configured, else SlavePath. While unplugged the Link
+// does not exist, so opening it fails with ENOENT, as for a USB modem's by-id name.
 func (p *PTY) Path() string {
 	if p.link != "" {
 		return p.link
@@ -191,19 +196,38 @@ func (p *PTY) Plugged() bool {
 func (p *PTY) cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closeFilesLocked()
-}
-
-func (p *PTY) closeFilesLocked() {
-	if p.master != nil {
-		_ = p.master.Close()
-		_ = p.slave.Close()
-		p.master, p.slave = nil, nil
+	if err := p.closeFilesLocked(); err != nil {
+		p.unlinkErr = err
 	}
 }
 
-// Unplug simulates pulling the USB cable: the master closes, the client gets EIO or a
-// hang-up, and the pty path goes away. The modem keeps its state for Replug.
+// closeFilesLocked cuts the line. The Link goes first: once the master closes (and the
+// client lets go of the slave) the kernel hands the /dev/pts number to the next pty, and a
+// link left behind would lead a client that reopens it to some other device.
+func (p *PTY) closeFilesLocked() error {
+	if p.master == nil {
+		return nil
+	}
+	err := p.removeLink()
+	_ = p.master.Close()
+	_ = p.slave.Close()
+	p.master, p.slave = nil, nil
+	return err
+}
+
+func (p *PTY) removeLink() error {
+	if p.link == "" {
+		return nil
+	}
+	if err := os.Remove(p.link); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("simmodem: remove link: %w", err)
+	}
+	return nil
+}
+
+// Unplug simulates pulling the USB cable: the Link is removed, the master closes, the
+// client gets EIO or a hang-up, and the pty path goes away. The modem keeps its state for
+// Replug.
 func (p *PTY) Unplug() error {
 	p.mu.Lock()
 	if p.closed {
@@ -211,7 +235,11 @@ func (p *PTY) Unplug() error {
 		return ErrClosed
 	}
 	was := p.master != nil
-	p.closeFilesLocked()
+	err := p.closeFilesLocked()
+	if err == nil {
+		err = p.unlinkErr
+	}
+	p.unlinkErr = nil
 	done := p.done
 	p.mu.Unlock()
 	if was {
@@ -220,13 +248,15 @@ func (p *PTY) Unplug() error {
 		p.m.mu.Unlock()
 	}
 	<-done
-	return nil
+	return err
 }
 
-// Replug plugs the modem back in on a new pty (a new SlavePath; the Link follows). It
-// unplugs first if still plugged.
+// Replug plugs the modem back in on a new pty (a new SlavePath) and makes the Link again,
+// pointing at it, with an atomic rename. It unplugs first if still plugged.
 func (p *PTY) Replug() error {
-	if err := p.Unplug(); err != nil {
+	// A link that could not be removed is replaced by plugLocked's rename, so only a
+	// closed PTY stops the replug.
+	if err := p.Unplug(); errors.Is(err, ErrClosed) {
 		return err
 	}
 	p.mu.Lock()
@@ -274,12 +304,9 @@ func (p *PTY) Close() error {
 	defer close(p.closeDone)
 	<-done // cancellation unblocks the non-blocking master through its deadline
 	p.mu.Lock()
-	p.closeFilesLocked()
+	_ = p.closeFilesLocked() // its link error is retried just below
+	p.closeErr = errors.Join(p.unlinkErr, p.removeLink())
+	p.unlinkErr = nil
 	p.mu.Unlock()
-	if p.link != "" {
-		if err := os.Remove(p.link); err != nil && !errors.Is(err, os.ErrNotExist) {
-			p.closeErr = fmt.Errorf("simmodem: remove link: %w", err)
-		}
-	}
 	return p.closeErr
 }

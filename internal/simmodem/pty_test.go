@@ -580,3 +580,74 @@ func TestPTYMasterNotInherited(t *testing.T) {
 		break
 	}
 }
+
+// TestPTYLinkFollowsPlug: the Link exists only while the modem is plugged in, like a udev
+// by-id name, whichever way the line is cut; Replug makes it again for the new pty. A
+// link left at the dead /dev/pts/N would lead a client that reopens it to whatever pty
+// the kernel gives that number next.
+func TestPTYLinkFollowsPlug(t *testing.T) {
+	tests := []struct {
+		name string
+		cut  func(t *testing.T, m *Modem, p *PTY, c *atmodem.Client)
+	}{
+		{"PTY.Unplug", func(t *testing.T, _ *Modem, p *PTY, _ *atmodem.Client) {
+			if err := p.Unplug(); err != nil {
+				t.Fatalf("Unplug() = %v", err)
+			}
+		}},
+		{"Modem.Unplug", func(_ *testing.T, m *Modem, _ *PTY, _ *atmodem.Client) {
+			m.Unplug()
+		}},
+		{"UnplugDuring", func(t *testing.T, m *Modem, _ *PTY, c *atmodem.Client) {
+			m.UnplugDuring("AT%KEYGEN")
+			if _, err := c.Command(ctxT(t), "AT%KEYGEN=9,2,0"); !errors.Is(err, atmodem.ErrPortLost) {
+				t.Fatalf("Command during unplug = %v, want ErrPortLost", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			link := filepath.Join(dir, "ttyNRF")
+			m, p := startPTY(t, Config{Link: link})
+			if target, err := os.Readlink(link); err != nil || target != p.SlavePath() {
+				t.Fatalf("plugged: link -> %q (%v), want %s", target, err, p.SlavePath())
+			}
+			c := dial(t, link, atmodem.Config{})
+			if _, err := c.Command(ctxT(t), "AT"); err != nil {
+				t.Fatal(err)
+			}
+
+			tt.cut(t, m, p, c)
+			<-p.Done()
+			if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("unplugged: Lstat(link) = %v, want not exist", err)
+			}
+			<-c.Done()
+			_ = c.Close() // lets go of the slave, so its number is free for reuse
+			// Another modem plugged now may get the old number; the old name must not
+			// lead to it.
+			_, other := startPTY(t, Config{})
+			if _, err := os.Stat(link); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("with %s plugged: Stat(link) = %v, want not exist", other.SlavePath(), err)
+			}
+
+			if err := p.Replug(); err != nil {
+				t.Fatalf("Replug() = %v", err)
+			}
+			if target, err := os.Readlink(link); err != nil || target != p.SlavePath() {
+				t.Fatalf("replugged: link -> %q (%v), want %s", target, err, p.SlavePath())
+			}
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ents) != 1 {
+				t.Errorf("link dir holds %d entries, want only the link (no temporaries)", len(ents))
+			}
+			if _, err := dial(t, link, atmodem.Config{}).Command(ctxT(t), "AT"); err != nil {
+				t.Fatalf("AT over the replugged link: %v", err)
+			}
+		})
+	}
+}
