@@ -10,7 +10,7 @@ STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
 PKGS        := ./...
 
-.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools
+.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak
 
 all: build
 
@@ -54,6 +54,17 @@ fuzz-smoke:
 TRANSPORT ?= http
 demo: build
 	$(BIN)/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
+
+# Issue 7 figures (BENCHMARKS.md); they take minutes and are not part of `make test`.
+SOAK_N ?= 1000
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 100x -count 3 ./bench/attempt
+	$(GO) run ./bench/cost -bin $(BIN)/provisiond -n 30 -idle 20s,150s -transport http
+	$(GO) run ./bench/cost -bin $(BIN)/provisiond -n 30 -idle 20s -transport coap
+scale: build
+	$(GO) run ./bench/scale -bin $(BIN)/provisiond -n 64 -transport mixed
+soak: build
+	$(GO) run ./bench/soak -bin $(BIN)/provisiond -n $(SOAK_N)
 
 clean:
 	rm -rf $(BIN) dist
