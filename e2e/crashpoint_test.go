@@ -36,6 +36,8 @@ import (
 //     the daemon did before sending it, journal write included, has happened);
 //   - after-N: the modem executed the N-th command line; the daemon never gets the answer;
 //   - write-N: the N-th store write (rename of the settings file) just happened;
+//   - temp-N: the N-th store write has begun (its temporary file was created): the old
+//     file must survive intact and the temporary one be cleaned up;
 //   - upload-N-held: the N-th upload reached the service, which has not recorded it yet;
 //   - upload-N-acked: the service recorded the N-th upload; the daemon never hears so;
 //   - fetch-0-held: the first fetch reached the service and waits there.
@@ -71,6 +73,7 @@ const (
 	cpBefore cpKind = iota
 	cpAfter
 	cpWrite
+	cpTemp
 	cpUploadHeld
 	cpUploadAcked
 	cpFetchHeld
@@ -89,6 +92,7 @@ type cpReference struct {
 	lines   []cpLine
 	job     []bool // lines[i] is one of the job's commands
 	writes  int
+	temps   int
 	uploads int
 }
 
@@ -103,8 +107,8 @@ func TestCrashPoints(t *testing.T) {
 			t.Parallel()
 			ref := cpRunReference(t, tr)
 			points := cpPoints(ref, tr == testbed.TransportHTTP)
-			t.Logf("%s: %d command lines, %d store writes, %d uploads in the reference run: %d kill points",
-				tr, len(ref.lines), ref.writes, ref.uploads, len(points))
+			t.Logf("%s: %d command lines, %d store writes (%d begun), %d uploads in the reference run: %d kill points",
+				tr, len(ref.lines), ref.writes, ref.temps, ref.uploads, len(points))
 			for _, pt := range points {
 				t.Run(pt.name, func(t *testing.T) {
 					t.Parallel()
@@ -129,6 +133,9 @@ func cpPoints(ref cpReference, all bool) []cpPoint {
 	}
 	for w := 1; w <= ref.writes && all; w++ {
 		pts = append(pts, cpPoint{name: fmt.Sprintf("write-%02d", w), kind: cpWrite, n: w})
+	}
+	for w := 1; w <= ref.temps && all; w++ {
+		pts = append(pts, cpPoint{name: fmt.Sprintf("temp-%02d", w), kind: cpTemp, n: w})
 	}
 	pts = append(pts, cpPoint{name: "fetch-0-held", kind: cpFetchHeld})
 	for u := range ref.uploads {
@@ -160,21 +167,21 @@ type cpEnv struct {
 }
 
 // cpStartEnv builds a bench whose daemon talks to the modem and the service through the
-// proxies. prepare, if not nil, runs on the bench before the store's folder is watched (to
-// put the folder on a file system of its own).
+// proxies, which sync with the store watch. prepare, if not nil, runs on the bench before the
+// store's folder is watched (to put the folder on a file system of its own).
 func cpStartEnv(t *testing.T, ctx context.Context, opts testbed.Options, prepare func(b *testbed.Bed)) *cpEnv {
 	t.Helper()
 	b := newBed(t, ctx, opts)
-	e := &cpEnv{b: b, modem: cpStartModemProxy(t, b)}
-	tr := b.Transport()
-	e.net = cpStartNetProxy(t, b, tr)
 	if err := os.MkdirAll(filepath.Dir(b.StorePath()), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if prepare != nil {
 		prepare(b)
 	}
-	e.store = cpStartStoreWatch(t, b.StorePath())
+	e := &cpEnv{b: b, store: cpStartStoreWatch(t, b.StorePath())}
+	e.modem = cpStartModemProxy(t, b, e.store.sync)
+	tr := b.Transport()
+	e.net = cpStartNetProxy(t, b, tr, e.store.sync)
 	port := "http.port"
 	if tr == testbed.TransportCoAP {
 		port = "coap.port"
@@ -200,7 +207,8 @@ func cpRunReference(t *testing.T, tr string) cpReference {
 	if code != 0 {
 		t.Fatalf("reference run: exit %d, want 0:\n%s", code, p.Stderr())
 	}
-	ref := cpReference{lines: e.modem.seen(), writes: e.store.count(), uploads: len(uploads(t, e.b))}
+	ref := cpReference{lines: e.modem.seen(), writes: e.store.count(cpRenamed), temps: e.store.count(cpTempCreated),
+		uploads: len(uploads(t, e.b))}
 	jobLines := map[string]bool{}
 	for _, c := range mustCommands(t, e.b) {
 		if c.Kind == proto.KindAT {
@@ -217,9 +225,9 @@ func cpRunReference(t *testing.T, tr string) cpReference {
 			t.Errorf("reference run: command %s %s: %s", c.ID, short(c.ATString()), c.Status)
 		}
 	}
-	if len(ref.lines) == 0 || ref.writes == 0 || ref.uploads != 2 {
-		t.Fatalf("reference run: %d command lines, %d store writes, %d uploads; want some, some and 2",
-			len(ref.lines), ref.writes, ref.uploads)
+	if len(ref.lines) == 0 || ref.writes == 0 || ref.temps != ref.writes || ref.uploads != 2 {
+		t.Fatalf("reference run: %d command lines, %d store writes (%d begun), %d uploads; want some, some (as many) and 2",
+			len(ref.lines), ref.writes, ref.temps, ref.uploads)
 	}
 	return ref
 }
@@ -266,11 +274,13 @@ func cpRunPoint(t *testing.T, tr string, ref cpReference, pt cpPoint) {
 			case <-ctx.Done():
 			}
 		}()
-	case cpWrite:
-		e.store.setOn(func(n int) {
-			if n == pt.n {
-				e.modem.freeze() // nothing more reaches the modem
-				reach(fmt.Sprintf("store write %d", n))
+	case cpWrite, cpTemp:
+		want := map[cpKind]cpStoreEvent{cpWrite: cpRenamed, cpTemp: cpTempCreated}[pt.kind]
+		e.store.setOn(func(ev cpStoreEvent, n int) {
+			if ev == want && n == pt.n {
+				e.modem.freeze() // nothing more reaches the modem or the service
+				e.net.freeze(true)
+				reach(fmt.Sprintf("store write %d %s", n, ev))
 			}
 		})
 	case cpFetchHeld:
@@ -324,9 +334,9 @@ func cpRunPoint(t *testing.T, tr string, ref cpReference, pt cpPoint) {
 			reach("request held at the service")
 		}()
 	}
-	// The last store write is the daemon's last act: it may exit by itself before the kill,
-	// which is the same state.
-	last := pt.kind == cpWrite && pt.n == ref.writes
+	// The last store write is the daemon's last act: it may end and exit by itself before
+	// the kill, which is the same state as a kill right after it.
+	last := (pt.kind == cpWrite || pt.kind == cpTemp) && pt.n == ref.writes
 	select {
 	case what := <-reached:
 		if err := p.Kill(); err != nil && !last {
@@ -346,8 +356,12 @@ func cpRunPoint(t *testing.T, tr string, ref cpReference, pt cpPoint) {
 	}
 	e.modem.reset()
 	e.net.holdWhen(0)
+	e.net.freeze(false)
 	e.store.setOn(nil)
 	b.Cloud().SetFault() // whatever is left of a fault must not hit the restarts
+	if tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(b.StorePath()), cpTempPrefix(b.StorePath())+"*")); len(tmps) > 0 {
+		t.Logf("the kill left a half-written store file: %s", filepath.Base(tmps[0]))
+	}
 	// The store is readable right after the kill; what the daemon left there decides what
 	// the next start must say it repaired.
 	left := settings(t, ctx, b)
@@ -526,7 +540,11 @@ func cpCheckInvariants(t *testing.T, ctx context.Context, b *testbed.Bed, inv cp
 	}
 	checkRootCA(t, b)
 
-	// The store: readable, nothing of the daemon's own left, cursor = last acknowledged id.
+	// The store: readable, nothing of the daemon's own left, cursor = last acknowledged id,
+	// no half-written temporary file left beside it.
+	if tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(b.StorePath()), cpTempPrefix(b.StorePath())+"*")); len(tmps) > 0 {
+		t.Errorf("temporary store files left behind: %v", tmps)
+	}
 	st := settings(t, ctx, b)
 	for k, v := range st {
 		if strings.HasPrefix(k, ownPrefix) {
@@ -650,6 +668,8 @@ type cpModemProxy struct {
 	gen       int           // bumped by reset: bytes read before it belong to a dead daemon
 	quiet     bool          // no daemon line since reset: modem output is a dead daemon's
 
+	gate func() // runs before a daemon line is looked at (the store watch's sync); set at start
+
 	// Byte counters and the latest events, for messages when a test fails.
 	fromD, toM, fromM, toD atomic.Int64
 	trace                  []string
@@ -671,7 +691,7 @@ func (p *cpModemProxy) traceLocked(format string, args ...any) {
 	p.trace = append(p.trace, time.Now().Format("15:04:05.000000 ")+fmt.Sprintf(format, args...))
 }
 
-func cpStartModemProxy(t *testing.T, b *testbed.Bed) *cpModemProxy {
+func cpStartModemProxy(t *testing.T, b *testbed.Bed, gate func()) *cpModemProxy {
 	t.Helper()
 	master, slave, err := cpOpenRawPTY()
 	if err != nil {
@@ -683,7 +703,7 @@ func cpStartModemProxy(t *testing.T, b *testbed.Bed) *cpModemProxy {
 		slave.Close()
 		t.Fatalf("open the modem's pty: %v", err)
 	}
-	p := &cpModemProxy{b: b, master: master, slave: slave, up: up,
+	p := &cpModemProxy{b: b, master: master, slave: slave, up: up, gate: gate,
 		finalCh: make(chan struct{}), holdCh: make(chan struct{})}
 	p.wg.Add(2)
 	go p.fromDaemon()
@@ -843,6 +863,9 @@ func (p *cpModemProxy) fromDaemon() {
 // onLine applies the rule to one complete line read in generation gen; false means the
 // line was held or dropped.
 func (p *cpModemProxy) onLine(gen int, line []byte) bool {
+	if p.gate != nil {
+		p.gate()
+	}
 	text := strings.TrimRight(string(line), "\r\n")
 	uploads := 0
 	if text != "" {
@@ -931,14 +954,16 @@ type cpNetProxy struct {
 	wg     sync.WaitGroup
 
 	target atomic.Int64 // hold answers once this many uploads are recorded; 0: never
+	frozen atomic.Bool  // the daemon's requests are dropped
+	gate   func()       // runs before a request is passed on (the store watch's sync); set at start
 	mu     sync.Mutex
 	heldCh chan struct{}
 	isHeld bool
 }
 
-func cpStartNetProxy(t *testing.T, b *testbed.Bed, tr string) *cpNetProxy {
+func cpStartNetProxy(t *testing.T, b *testbed.Bed, tr string, gate func()) *cpNetProxy {
 	t.Helper()
-	p := &cpNetProxy{b: b, heldCh: make(chan struct{})}
+	p := &cpNetProxy{b: b, heldCh: make(chan struct{}), gate: gate}
 	if tr == testbed.TransportCoAP {
 		p.startUDP(t, b.Cloud().CoAPAddr())
 	} else {
@@ -959,6 +984,17 @@ func (p *cpNetProxy) port() int {
 		return a.Port
 	}
 	return 0
+}
+
+// freeze drops the daemon's requests (true) or passes them on again.
+func (p *cpNetProxy) freeze(on bool) { p.frozen.Store(on) }
+
+// pass reports whether a chunk from the daemon may go to the service.
+func (p *cpNetProxy) pass() bool {
+	if p.gate != nil {
+		p.gate()
+	}
+	return !p.frozen.Load()
 }
 
 // holdWhen arms (n > 0) or disarms (0) the hold.
@@ -1031,6 +1067,9 @@ func (p *cpNetProxy) startTCP(t *testing.T, upstream string) {
 					if err != nil {
 						u.Close()
 						return
+					}
+					if !p.pass() {
+						continue
 					}
 					if _, err := u.Write(buf[:n]); err != nil {
 						c.Close()
@@ -1118,20 +1157,44 @@ func (p *cpNetProxy) startUDP(t *testing.T, upstream string) {
 				}()
 			}
 			mu.Unlock()
-			_, _ = u.Write(buf[:n])
+			if p.pass() {
+				_, _ = u.Write(buf[:n])
+			}
 		}
 	}()
 }
 
-// cpStoreWatch counts the store's writes: each is a rename of a temporary file onto the
-// settings file, seen by inotify as IN_MOVED_TO.
+// cpStoreWatch counts the store's writes through inotify: each creates a temporary file
+// beside the settings file (IN_CREATE) and renames it onto it (IN_MOVED_TO).
+//
+// The proxies call sync before they pass on anything the daemon sends: the daemon's store
+// writes that came before it are then counted (and their callbacks run) first, since the
+// kernel queues an inotify event before the rename returns. So a kill point on a write
+// stops the daemon no later than at its next modem command or network request.
 type cpStoreWatch struct {
-	f    *os.File
-	base string
-	n    atomic.Int64
-	mu   sync.Mutex
-	on   func(n int)
-	done chan struct{}
+	fd     int
+	base   string
+	prefix string // of the store's temporary files
+	stop   atomic.Bool
+	done   chan struct{}
+
+	mu sync.Mutex // held while events are read and handled, so they are handled in order
+	n  [2]int     // per cpStoreEvent
+	on func(ev cpStoreEvent, n int)
+}
+
+type cpStoreEvent int
+
+const (
+	cpRenamed     cpStoreEvent = iota // a write completed
+	cpTempCreated                     // a write began
+)
+
+func (e cpStoreEvent) String() string {
+	if e == cpRenamed {
+		return "done"
+	}
+	return "begun"
 }
 
 func cpStartStoreWatch(t *testing.T, path string) *cpStoreWatch {
@@ -1140,34 +1203,55 @@ func cpStartStoreWatch(t *testing.T, path string) *cpStoreWatch {
 	if err != nil {
 		t.Fatalf("inotify: %v", err)
 	}
-	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO); err != nil {
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CREATE); err != nil {
 		unix.Close(fd)
 		t.Fatalf("inotify watch %s: %v", filepath.Dir(path), err)
 	}
-	w := &cpStoreWatch{f: os.NewFile(uintptr(fd), "inotify"), base: filepath.Base(path), done: make(chan struct{})}
+	w := &cpStoreWatch{fd: fd, base: filepath.Base(path), prefix: cpTempPrefix(path), done: make(chan struct{})}
 	go w.loop()
 	t.Cleanup(func() {
-		w.f.Close()
+		w.stop.Store(true)
 		<-w.done
+		unix.Close(fd)
 	})
 	return w
 }
 
-func (w *cpStoreWatch) setOn(on func(n int)) {
+// cpTempPrefix is how the store names its temporary files (internal/store).
+func cpTempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+func (w *cpStoreWatch) setOn(on func(ev cpStoreEvent, n int)) {
 	w.mu.Lock()
 	w.on = on
 	w.mu.Unlock()
 }
 
-func (w *cpStoreWatch) count() int { return int(w.n.Load()) }
+func (w *cpStoreWatch) count(ev cpStoreEvent) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n[ev]
+}
 
+// loop handles events as they come, between the proxies' syncs.
 func (w *cpStoreWatch) loop() {
 	defer close(w.done)
+	for !w.stop.Load() {
+		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 50); err == nil && n > 0 {
+			w.sync()
+		}
+	}
+}
+
+// sync handles every event queued so far.
+func (w *cpStoreWatch) sync() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	buf := make([]byte, 64*1024)
 	for {
-		n, err := w.f.Read(buf)
-		if err != nil {
-			return
+		n, err := unix.Read(w.fd, buf)
+		if err != nil || n <= 0 {
+			return // EAGAIN: nothing more queued
 		}
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			// struct inotify_event: wd int32, mask, cookie, len uint32, name[len].
@@ -1176,15 +1260,18 @@ func (w *cpStoreWatch) loop() {
 			end := min(off+unix.SizeofInotifyEvent+nameLen, n)
 			name := string(bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:end], "\x00"))
 			off = end
-			if mask&unix.IN_MOVED_TO == 0 || name != w.base {
+			var ev cpStoreEvent
+			switch {
+			case mask&unix.IN_MOVED_TO != 0 && name == w.base:
+				ev = cpRenamed
+			case mask&unix.IN_CREATE != 0 && strings.HasPrefix(name, w.prefix):
+				ev = cpTempCreated
+			default:
 				continue
 			}
-			c := int(w.n.Add(1))
-			w.mu.Lock()
-			on := w.on
-			w.mu.Unlock()
-			if on != nil {
-				on(c)
+			w.n[ev]++
+			if w.on != nil {
+				w.on(ev, w.n[ev])
 			}
 		}
 	}
