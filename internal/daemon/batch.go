@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"unicode"
@@ -53,7 +54,8 @@ type batch struct {
 
 	persistBroken bool // a journal write failed: stop before the next command
 	prepared      bool // CMEE and mode handled (first AT command)
-	savedCMEE     int  // -1: unchanged
+	savedCMEE     int  // the CMEE value to restore at the end; -1: none, or restored
+	cmeeRestored  bool // the saved CMEE value was restored: delete it from the store
 	savedMode     int  // the mode to restore at the end; -1: none, or restored
 	switched      bool // this batch restores the saved mode: it switched, or found it pending
 }
@@ -129,6 +131,9 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 		// batch (which restores it at its end) or the next start.
 		extra = append(extra, del(keySavedCFUN))
 	}
+	if b.cmeeRestored {
+		extra = append(extra, del(keySavedCMEE)) // likewise for the saved CMEE value
+	}
 	if err := d.persistOutbox(ob, extra...); err != nil {
 		d.log.Error("could not persist the batch's results; keeping them in memory for upload", zap.Error(err))
 	}
@@ -150,6 +155,10 @@ func (b *batch) prepare() error {
 		return fmt.Errorf("daemon: batch: %w", ErrNoModem)
 	}
 	b.prepared = true
+	// A value saved by an earlier batch whose restore failed (or was cut by a crash) is the
+	// one to restore: the modem now reads 1 only because of that batch.
+	pending := b.d.pendingCMEE()
+	b.savedCMEE = pending
 	cmee, err := b.m.CMEE(b.ctx)
 	switch {
 	case err != nil && (isModemLost(err) || b.ctx.Err() != nil):
@@ -158,13 +167,20 @@ func (b *batch) prepare() error {
 		// Errors then come back as plain ERROR; they are still reported as failures.
 		b.d.log.Warn("could not read CMEE; running the batch without numeric CME errors", zap.Error(err))
 	case cmee != 1:
+		if pending < 0 {
+			// Saved before the switch, so that a crash before the restore is undone on the
+			// next start; without it the modem would keep CMEE=1 for good: don't switch.
+			if err := b.d.deps.Store.Apply([]store.Change{{Key: keySavedCMEE, Value: strconv.Itoa(cmee)}}); err != nil {
+				return fmt.Errorf("daemon: batch: save CMEE: %w: %w", ErrStore, err)
+			}
+			b.savedCMEE = cmee
+		}
 		if err := b.m.SetCMEE(b.ctx, 1); err != nil {
+			// CMEE may or may not have changed; restoring it is harmless either way.
 			if isModemLost(err) {
 				return fmt.Errorf("daemon: batch: set CMEE: %w", err)
 			}
 			b.d.log.Warn("could not set CMEE=1", zap.Error(err))
-		} else {
-			b.savedCMEE = cmee
 		}
 	}
 	saved, err := b.d.goOffline(b.ctx, b.m, eventInfo{attempt: b.n, cursor: b.j.Cursor})
@@ -181,7 +197,11 @@ func (b *batch) finish() error {
 	if b.savedCMEE >= 0 && !modemGone(b.m) {
 		rctx, cancel := detached(b.ctx, restoreTimeout)
 		if err := b.m.SetCMEE(rctx, b.savedCMEE); err != nil {
+			// The saved value stays in the store and is restored when the modem is back.
 			b.d.log.Warn("could not restore CMEE", zap.Int("cmee", b.savedCMEE), zap.Error(err))
+		} else {
+			b.savedCMEE = -1
+			b.cmeeRestored = true
 		}
 		cancel()
 	}

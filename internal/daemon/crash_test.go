@@ -255,7 +255,13 @@ func checkInvariants(t *testing.T, cmds []proto.Command, executed []string, clou
 	if m.mode() != 1 {
 		t.Errorf("modem mode = %d at the end, want 1", m.mode())
 	}
-	for _, k := range []string{keyJournal, keyOutbox, keySavedCFUN} {
+	m.mu.Lock()
+	cmee := m.cmee
+	m.mu.Unlock()
+	if cmee != 0 {
+		t.Errorf("modem CMEE = %d at the end, want 0 as before the job", cmee)
+	}
+	for _, k := range []string{keyJournal, keyOutbox, keySavedCFUN, keySavedCMEE} {
 		if hasKey(kv, k) {
 			t.Errorf("%s left in the store: %s", k, getKey(kv, k))
 		}

@@ -19,7 +19,7 @@
 // a command that was started but has no recorded response is reported as
 // [id, 99, 0, "interrupted: …"] (never run again) and is the failing last entry. A pending
 // outbox is uploaded before anything new is fetched. A mode saved before the modem was set
-// offline is restored when the modem is opened.
+// offline, and a CMEE value saved before AT+CMEE=1, are restored when the modem is opened.
 package daemon
 
 import (

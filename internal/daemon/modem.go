@@ -147,6 +147,45 @@ func (d *Daemon) restoreSavedMode(ctx context.Context, m Modem) error {
 	return nil
 }
 
+// pendingCMEE returns the CMEE value saved under provisiond/saved-cmee that was never restored,
+// or -1 when there is none (or it cannot be read: restoreSavedCMEE drops an unreadable one).
+func (d *Daemon) pendingCMEE() int {
+	v, ok, err := getOptional(d.deps.Store, keySavedCMEE)
+	if err != nil || !ok {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// restoreSavedCMEE restores a CMEE value left in the store by a crash (or a lost modem) between
+// a batch's AT+CMEE=1 and its restore, and deletes it once the modem took it.
+func (d *Daemon) restoreSavedCMEE(ctx context.Context, m Modem) error {
+	v, ok, err := getOptional(d.deps.Store, keySavedCMEE)
+	if err != nil || !ok {
+		return err
+	}
+	n, perr := strconv.Atoi(strings.TrimSpace(v))
+	if perr != nil || n < 0 {
+		d.log.Error("saved CMEE value unreadable; dropped", zap.String("value", v))
+		return d.deps.Store.Apply([]store.Change{del(keySavedCMEE)})
+	}
+	d.log.Warn("restoring the CMEE value saved before a stop or crash", zap.Int("cmee", n))
+	rctx, cancel := detached(ctx, restoreTimeout)
+	defer cancel()
+	if err := m.SetCMEE(rctx, n); err != nil {
+		d.log.Error("could not restore CMEE; it is restored on the next start", zap.Int("cmee", n), zap.Error(err))
+		return fmt.Errorf("daemon: restore CMEE %d: %w", n, err)
+	}
+	if err := d.deps.Store.Apply([]store.Change{del(keySavedCMEE)}); err != nil {
+		d.log.Warn("could not clear the saved CMEE value", zap.Error(err))
+	}
+	return nil
+}
+
 // onModemOpen runs once per opened modem: restore a leftover mode, read the identity, and
 // write the root CA if needed. Only a lost modem is an error; the rest is logged.
 func (d *Daemon) onModemOpen(ctx context.Context, m Modem) error {
@@ -158,6 +197,9 @@ func (d *Daemon) onModemOpen(ctx context.Context, m Modem) error {
 	d.mu.Unlock()
 	d.jwt = jwtCache{} // a JWT belongs to the modem that made it
 
+	if err := d.restoreSavedCMEE(ctx, m); err != nil && isModemLost(err) {
+		return err
+	}
 	if err := d.restoreSavedMode(ctx, m); err != nil && isModemLost(err) {
 		return err
 	}

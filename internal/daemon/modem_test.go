@@ -7,6 +7,7 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -290,4 +291,91 @@ func TestGraceContext(t *testing.T) {
 	defer stop()
 	cancel()
 	<-ctx.Done() // the grace ran out
+}
+
+// TestSavedCMEE covers the CMEE value a batch saves before its AT+CMEE=1: left in the store by
+// a crash, it is restored when the modem is opened, and by the next batch's end when the
+// modem could not take it; it is deleted only once restored.
+func TestSavedCMEE(t *testing.T) {
+	tests := []struct {
+		name     string
+		saved    string // provisiond/saved-cmee left by the crash
+		cmee     int    // the modem's CMEE after the crash
+		batch    bool   // a batch with an AT command is queued
+		wantCMEE int
+		wantLog  string
+	}{
+		{name: "crash after AT+CMEE=1 is undone on start", saved: "0", cmee: 1, wantCMEE: 0,
+			wantLog: "restoring the CMEE value saved before a stop or crash"},
+		{name: "crash with a batch queued", saved: "0", cmee: 1, batch: true, wantCMEE: 0},
+		{name: "unreadable value dropped", saved: "x", cmee: 1, wantCMEE: 1,
+			wantLog: "saved CMEE value unreadable; dropped"},
+		{name: "first batch saves and restores", cmee: 2, batch: true, wantCMEE: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := store.NewMemory(store.Limits{})
+			if tt.saved != "" {
+				if err := kv.Apply([]store.Change{{Key: keySavedCMEE, Value: tt.saved}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := newFakeModem()
+			m.cmee = tt.cmee
+			var savedBeforeSwitch bool
+			kv2 := &faultyKV{KV: kv, fail: func(n int, changes []store.Change) error {
+				if touches(changes, keySavedCMEE) && !changes[0].Delete {
+					m.mu.Lock()
+					savedBeforeSwitch = m.cmee != 1
+					m.mu.Unlock()
+				}
+				return nil
+			}}
+			h := newHarness(t, testConfig(), m, kv2)
+			if tt.batch {
+				h.cloud.push(t, at("a", "%A", ""))
+			}
+			if _, err := h.d.RunOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			m.mu.Lock()
+			got := m.cmee
+			m.mu.Unlock()
+			if got != tt.wantCMEE {
+				t.Errorf("modem CMEE = %d, want %d", got, tt.wantCMEE)
+			}
+			if hasKey(kv, keySavedCMEE) {
+				t.Errorf("saved CMEE %q left behind", getKey(kv, keySavedCMEE))
+			}
+			if tt.saved == "" && tt.batch && !savedBeforeSwitch {
+				t.Errorf("CMEE not saved before AT+CMEE=1; modem commands %q", m.commands())
+			}
+			if tt.batch && !contains(m.commands(), "AT+CMEE=1") {
+				t.Errorf("batch ran without AT+CMEE=1: %q", m.commands())
+			}
+			if tt.wantLog != "" && h.logs.FilterMessage(tt.wantLog).Len() == 0 {
+				t.Errorf("no log %q", tt.wantLog)
+			}
+		})
+	}
+}
+
+// TestSavedCMEEStoreFailure checks that a batch whose CMEE value cannot be saved does not
+// switch CMEE (a crash would leave it at 1 for good) and runs nothing.
+func TestSavedCMEEStoreFailure(t *testing.T) {
+	kv := &faultyKV{KV: store.NewMemory(store.Limits{}), fail: func(n int, changes []store.Change) error {
+		if touches(changes, keySavedCMEE) {
+			return syscall.EROFS
+		}
+		return nil
+	}}
+	h := newHarness(t, testConfig(), nil, kv)
+	h.cloud.push(t, at("a", "%A", ""))
+	res, _ := h.d.RunOnce(context.Background())
+	if res.Event != EventFailed || !errors.Is(res.Err, ErrStore) {
+		t.Errorf("result = %s (%v), want FAILED with ErrStore", res.Event, res.Err)
+	}
+	if contains(h.m.commands(), "AT+CMEE=1") || len(h.m.batchCommands()) != 0 {
+		t.Errorf("modem commands %q: want no AT+CMEE=1 and no batch command", h.m.commands())
+	}
 }

@@ -21,6 +21,7 @@ const (
 	keyJournal   = reservedPrefix + "journal"
 	keyOutbox    = reservedPrefix + "outbox"
 	keySavedCFUN = reservedPrefix + "saved-cfun"
+	keySavedCMEE = reservedPrefix + "saved-cmee"
 )
 
 // Keys of the protocol's subtree (protocol.md §6), relative to Config.StorePrefix.
