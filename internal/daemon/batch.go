@@ -61,8 +61,9 @@ type batch struct {
 }
 
 // executeBatch runs cmds per protocol.md §4.1–§4.5 and returns the batch's outbox. The
-// outbox is persisted (journal → outbox, one Apply) before returning; when the store fails
-// it is kept in memory and uploaded all the same.
+// outbox is persisted (journal → outbox, one Apply) before returning. A result that cannot
+// be stored stops the batch; when the outbox cannot be stored either, nothing is returned for
+// upload (see Daemon.unstored).
 func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []proto.Command) batchResult {
 	b := &batch{d: d, ctx: ctx, cfg: cfg, m: d.currentModem(), n: n, savedCMEE: -1, savedMode: -1}
 	var res batchResult
@@ -99,12 +100,15 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 			r, err := b.runAT(cmd)
 			b.j.Responses = append(b.j.Responses, toRecord(r))
 			b.j.Cursor = cmd.ID
-			if err := b.writeJournal(""); err != nil {
-				d.log.Error("could not record a command's result; continuing in memory only",
-					zap.String("correlation_id", cmd.ID), zap.Error(err))
-			}
 			if isModemLost(err) {
 				res.stopped = fmt.Errorf("daemon: batch: command %s: %w", cmd.ID, err)
+			}
+			if jerr := b.writeJournal(""); jerr != nil {
+				d.log.Error("could not record a command's result; stopping the batch",
+					zap.String("correlation_id", cmd.ID), zap.Error(jerr))
+				if res.stopped == nil {
+					res.stopped = jerr
+				}
 			}
 		default:
 			// DecodeCommands refuses unknown kinds; keep the batch safe if that ever changes.
@@ -134,8 +138,20 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 	if b.cmeeRestored {
 		extra = append(extra, del(keySavedCMEE)) // likewise for the saved CMEE value
 	}
-	if err := d.persistOutbox(ob, extra...); err != nil {
-		d.log.Error("could not persist the batch's results; keeping them in memory for upload", zap.Error(err))
+	if err := d.persistOutboxRetry(ob, extra...); err != nil {
+		// Uploading the results from memory would report them twice, and differently: the
+		// journal in the store still marks a command as running, so the next start would
+		// report it as interrupted too. The journal is the one account of the batch.
+		d.log.Error("could not store the batch's results; not uploading them: they are reported "+
+			"from the journal by the next attempt or start (a command it marks as running as interrupted)",
+			zap.Int("attempt", n), zap.Int("responses", len(ob.Responses)), zap.Error(err))
+		d.unstored = true
+		if res.stopped == nil {
+			res.stopped = err
+		}
+		res.failed = 0 // nothing of this batch is reported by this attempt
+		d.setCursorStatus(d.cursor, d.outbox)
+		return res
 	}
 	if len(ob.Responses) > 0 {
 		res.outbox = ob
@@ -372,7 +388,7 @@ func (b *batch) configFailed(cmd proto.Command, i int, errno syscall.Errno, caus
 	b.d.log.Warn("config command failed", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
 		zap.String("key", truncate(key, 64)), zap.String("errno", errno.Error()), zap.NamedError("cause", cause))
 	if err := b.writeJournal(""); err != nil {
-		b.d.log.Error("could not record a command's result; continuing in memory only",
+		b.d.log.Error("could not record a command's result; stopping the batch",
 			zap.String("correlation_id", cmd.ID), zap.Error(err))
 	}
 }

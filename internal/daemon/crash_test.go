@@ -2,8 +2,12 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/provisiond/provisiond/internal/proto"
@@ -58,6 +62,12 @@ func (s *cursorSession) Upload(ctx context.Context, req transport.UploadRequest)
 		hook()
 	}
 	return nil
+}
+
+func (c *cursorCloud) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.uploads)
 }
 
 func (s *cursorSession) Stats() transport.Stats { return transport.Stats{} }
@@ -268,5 +278,101 @@ func checkInvariants(t *testing.T, cmds []proto.Command, executed []string, clou
 	}
 	if got := getKey(kv, "provisioning/after-correlation-id"); got != "f" {
 		t.Errorf("cursor = %q, want f", got)
+	}
+}
+
+// TestUnstoredResultReportedOnce breaks the store from the write of a command's result until
+// the batch's outbox write has failed every try, then heals it. The command ran, but the
+// store's journal marks it as running, so the one report of it is "interrupted", made from
+// the journal by the next attempt (same process) or the next start, never its result from
+// memory as well.
+func TestUnstoredResultReportedOnce(t *testing.T) {
+	cmds := []proto.Command{at("a", "%A", ""), at("b", "%B", "")}
+	tests := []struct {
+		name    string
+		restart bool // a new daemon on the store (else the same daemon's next attempt)
+	}{
+		{name: "next start", restart: true},
+		{name: "next attempt in the same process"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mem := store.NewMemory(store.Limits{})
+			var broken, healed atomic.Bool
+			kv := &faultyKV{KV: mem, fail: func(n int, changes []store.Change) error {
+				if healed.Load() {
+					return nil
+				}
+				if broken.Load() {
+					return fmt.Errorf("store: %w", syscall.EROFS)
+				}
+				for _, c := range changes {
+					if journalling("a")(c) {
+						broken.Store(true) // this write lands; the next ones fail
+					}
+				}
+				return nil
+			}}
+			cloud := &cursorCloud{cmds: cmds, size: 2}
+			m := newFakeModem()
+			h := newHarness(t, testConfig(), m, kv)
+			h.d.deps.Dial = cloud.Dial
+			if tt.restart {
+				res, err := h.d.RunOnce(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Event != EventFailed || !errors.Is(res.Err, ErrStore) {
+					t.Errorf("first attempt = %s (%v), want FAILED with ErrStore", res.Event, res.Err)
+				}
+				if n := cloud.count(); n != 0 {
+					t.Errorf("%d uploads before the store healed, want 0", n)
+				}
+				healed.Store(true)
+				h2 := newHarness(t, testConfig(), m, mem)
+				h2.d.deps.Dial = cloud.Dial
+				for range 2 {
+					if _, err := h2.d.RunOnce(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				s := startRun(t, h)
+				s.next().c <- s.now // first attempt: the store breaks
+				r := s.next()
+				if n := cloud.count(); n != 0 {
+					t.Errorf("%d uploads before the store healed, want 0", n)
+				}
+				healed.Store(true)
+				r.c <- s.now // next attempt: reads the journal back, then goes on
+				s.next()
+				if err := s.stop(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reported := map[string][]proto.Response{}
+			cloud.mu.Lock()
+			defer cloud.mu.Unlock()
+			for _, up := range cloud.uploads {
+				for _, r := range up {
+					reported[r.ID] = append(reported[r.ID], r)
+				}
+			}
+			want := map[string][]proto.Response{
+				"a": {errResp("a", 0, interruptedMessage)},
+				"b": {okResp("b", "OK\r\n")},
+			}
+			if !reflect.DeepEqual(reported, want) {
+				t.Errorf("reported %v, want each command once: %v", reported, want)
+			}
+			if got := m.batchCommands(); !reflect.DeepEqual(got, []string{"AT%A=", "AT%B="}) {
+				t.Errorf("modem ran %q, want each command once", got)
+			}
+			for _, k := range []string{keyJournal, keyOutbox, keySavedCFUN, keySavedCMEE} {
+				if hasKey(mem, k) {
+					t.Errorf("%s left in the store: %s", k, getKey(mem, k))
+				}
+			}
+		})
 	}
 }

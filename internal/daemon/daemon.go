@@ -18,7 +18,10 @@
 // the cursor with the outbox deleted. On start, a leftover journal is turned into the outbox:
 // a command that was started but has no recorded response is reported as
 // [id, 99, 0, "interrupted: …"] (never run again) and is the failing last entry. A pending
-// outbox is uploaded before anything new is fetched. A mode saved before the modem was set
+// outbox is uploaded before anything new is fetched. Nothing is uploaded that the store does
+// not hold: when a command's result cannot be stored, the batch stops, and if its outbox
+// cannot be stored either (after a few tries) the attempt fails and the next attempt or start
+// reports the batch from the journal. A mode saved before the modem was set
 // offline, and a CMEE value saved before AT+CMEE=1, are restored when the modem is opened.
 package daemon
 
@@ -257,6 +260,7 @@ type Daemon struct {
 	reopenMax time.Duration
 	grace     time.Duration // how long an AT command may finish after cancellation
 	regWait   time.Duration // Uplink "modem": registration wait
+	storeWait time.Duration // pause between tries of a batch's final store write
 
 	trigger   chan struct{} // TriggerNow → scheduler, coalescing (capacity 1)
 	resched   chan struct{} // SetInterval/Reconfigure → scheduler (capacity 1)
@@ -271,9 +275,12 @@ type Daemon struct {
 	status statusState
 
 	// Only accessed by the goroutine in Run or RunOnce (one at a time, see running).
-	jwt      jwtCache
-	cursor   string
-	outbox   *outbox // pending upload; mirrors provisiond/outbox when the store works
+	jwt    jwtCache
+	cursor string
+	outbox *outbox // pending upload; only ever what provisiond/outbox holds
+	// unstored is set when a batch's results could not be stored: the store's journal, not
+	// memory, says what to report, so the next attempt reads it again before anything else.
+	unstored bool
 	attempts int
 	backoff  time.Duration
 	next     time.Time
@@ -297,6 +304,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		reopenMin: time.Second,
 		reopenMax: 30 * time.Second,
 		grace:     20 * time.Second,
+		storeWait: 200 * time.Millisecond,
 		regWait:   defaultRegistrationWait,
 		trigger:   make(chan struct{}, 1),
 		resched:   make(chan struct{}, 1),

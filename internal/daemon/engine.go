@@ -76,6 +76,9 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 	var res Result
 	fail := func(err error) outcome { return d.failure(err, res) }
 
+	if err := d.recoverUnstored(cfg); err != nil {
+		return fail(err)
+	}
 	if _, err := d.token(ctx, cfg); err != nil {
 		return fail(err)
 	}

@@ -551,6 +551,7 @@ func newHarness(t *testing.T, cfg Config, m *fakeModem, kv KV) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	d.grace = 5 * time.Second
+	d.storeWait = time.Millisecond
 	h.d = d
 	return h
 }

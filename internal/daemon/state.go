@@ -224,6 +224,43 @@ func (d *Daemon) persistOutbox(ob *outbox, extra ...store.Change) error {
 	return nil
 }
 
+// persistOutboxRetry is persistOutbox tried a few times: it is the write that makes a batch's
+// results reportable, and a store full for a moment (another writer, a log rotation) should
+// not cost a batch. It pauses between tries even when the attempt is cancelled.
+func (d *Daemon) persistOutboxRetry(ob *outbox, extra ...store.Change) error {
+	const tries = 3
+	var err error
+	for i := range tries {
+		if i > 0 {
+			time.Sleep(d.storeWait)
+		}
+		if err = d.persistOutbox(ob, extra...); err == nil {
+			return nil
+		}
+		d.log.Warn("could not store the batch's results", zap.Int("try", i+1), zap.Int("tries", tries), zap.Error(err))
+	}
+	return err
+}
+
+// recoverUnstored reads a batch that could not be stored back from the store's journal, as a
+// start would, before an attempt does anything else. It fails while the store cannot turn the
+// journal into the outbox: uploading what only memory holds is what it avoids.
+func (d *Daemon) recoverUnstored(cfg Config) error {
+	if !d.unstored {
+		return nil
+	}
+	if err := d.loadState(cfg); err != nil {
+		return err
+	}
+	if _, ok, err := getOptional(d.deps.Store, keyJournal); err != nil || ok {
+		d.outbox = nil
+		d.setCursorStatus(d.cursor, nil)
+		return fmt.Errorf("daemon: recover unstored results: journal still in the store: %w", ErrStore)
+	}
+	d.unstored = false
+	return nil
+}
+
 // parseInterval parses <prefix>/interval-sec like the device library's strtoll(…, base 0):
 // decimal, 0x… hex or leading-0 octal, an optional sign; only a value above zero (and small
 // enough to be a time.Duration) is valid. Unlike strconv's base 0 it takes no 0b/0o prefix
