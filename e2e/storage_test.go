@@ -202,11 +202,14 @@ func TestStorageFaultMidBatch(t *testing.T) {
 						t.Errorf("%s (%s) ran %d times with the folder broken, want %d", c.ID, short(c.ATString()), n, want)
 					}
 				}
-				// Results not lost: the struck command's real result reached the service.
+				// Not reported from memory: a result the daemon could not store is not uploaded
+				// while the disk is broken (uploading it and then recovering the journal would
+				// report the command twice). It is reported exactly once, as interrupted, after
+				// the disk is fixed: cpCheckInvariants below checks that.
 				if struck >= 0 {
 					c := cmds[struck]
-					if c.Response == nil || c.Response.Kind == proto.KindError {
-						t.Errorf("%s (%s): the service has %v, want its real result", c.ID, short(c.ATString()), c.Response)
+					if c.Response != nil {
+						t.Errorf("%s (%s): the service has %v with the folder broken, want no result yet", c.ID, short(c.ATString()), c.Response)
 					}
 				} else if ups := uploads(t, b); len(ups) != 0 {
 					t.Errorf("nothing ran, yet something was uploaded:\n%s", describeUploads(ups))
