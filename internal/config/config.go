@@ -62,7 +62,6 @@ type Config struct {
 	Store        StoreConfig
 	Control      ControlConfig
 	Log          LogConfig
-	Metrics      MetricsConfig
 }
 
 // ModemConfig is the "modem" section: the serial line and the modem-side choices.
@@ -128,11 +127,6 @@ type ControlConfig struct {
 type LogConfig struct {
 	Level  string // debug, info, warn or error
 	Format string // auto, json or console
-}
-
-// MetricsConfig is the "metrics" section.
-type MetricsConfig struct {
-	Listen string // host:port of the Prometheus endpoint; "" turns it off
 }
 
 // Default returns the configuration with every key at its default.

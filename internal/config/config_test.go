@@ -32,7 +32,6 @@ func TestDefaults(t *testing.T) {
 		Store:   StoreConfig{Path: "/var/lib/provisiond/settings", Prefix: "provisioning"},
 		Control: ControlConfig{Socket: "/run/provisiond/provisiond.sock"},
 		Log:     LogConfig{Level: "info", Format: "auto"},
-		Metrics: MetricsConfig{Listen: ""},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Default() =\n%+v\nwant\n%+v", got, want)
@@ -55,7 +54,6 @@ func allChanged() *Config {
 		Store:   StoreConfig{Path: "/tmp/state/settings", Prefix: "prov/sub"},
 		Control: ControlConfig{Socket: "relative.sock"},
 		Log:     LogConfig{Level: "debug", Format: "json"},
-		Metrics: MetricsConfig{Listen: "[::1]:9578"},
 	}
 }
 
@@ -269,7 +267,7 @@ func TestLoad(t *testing.T) {
 				{"log.level", "must be one of debug, info, warn, error"},
 				{"log.format", "must be one of auto, json, console"},
 			}},
-		{name: "strings", yaml: "modem:\n  port: ttyACM0\nhttp:\n  hostname: https://example.com\ncoap:\n  hostname: \"\"\nstore:\n  path: \"\"\n  prefix: /provisioning/\ncontrol:\n  socket: /" + strings.Repeat("s", 120) + "\nmetrics:\n  listen: localhost\nprovisioning:\n  hooks_dir: hooks\n",
+		{name: "strings", yaml: "modem:\n  port: ttyACM0\nhttp:\n  hostname: https://example.com\ncoap:\n  hostname: \"\"\nstore:\n  path: \"\"\n  prefix: /provisioning/\ncontrol:\n  socket: /" + strings.Repeat("s", 120) + "\nprovisioning:\n  hooks_dir: hooks\n",
 			want: []wantProblem{
 				{"modem.port", "must be an absolute path"},
 				{"provisioning.hooks_dir", "must be an absolute path"},
@@ -278,7 +276,6 @@ func TestLoad(t *testing.T) {
 				{"store.path", "must not be empty"},
 				{"store.prefix", "must be a settings path"},
 				{"control.socket", "must be at most 107 bytes"},
-				{"metrics.listen", "must be host:port"},
 			}},
 		{name: "exec without program", yaml: "provisioning:\n  on_finished: exec\n",
 			want: []wantProblem{{"provisioning.on_finished_exec", "must be set when provisioning.on_finished is \"exec\""}}},

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -56,7 +55,6 @@ var sectionDocs = []struct{ name, doc string }{
 	{"store", "The settings store: the host's stand-in for the device's Zephyr settings."},
 	{"control", "The local control socket used by `provisiond now`, `status`, `token`, `uuid`, `interval`."},
 	{"log", "Logging to stderr (the journal under systemd)."},
-	{"metrics", "Prometheus metrics (attempts by outcome, last success, outbox depth)."},
 }
 
 // Keys returns the table of every configuration key, in file order. The slice is new on each
@@ -188,11 +186,6 @@ func Keys() []KeyInfo {
 		enumKey("log.format", "auto", []string{"auto", "json", "console"}, "",
 			"auto: console lines without timestamps under journald (each with its journal priority), with timestamps on a terminal, JSON otherwise (files and pipes).",
 			func(c *Config) *string { return &c.Log.Format }),
-
-		// metrics
-		stringKey("metrics.listen", "", "",
-			"host:port for the Prometheus endpoint /metrics, e.g. 127.0.0.1:9578; empty turns it off.",
-			func(c *Config) *string { return &c.Metrics.Listen }, listenAddr()),
 	}
 }
 
@@ -458,19 +451,6 @@ func socketPath() stringRule {
 		}
 		if len(s) > maxSocketPath {
 			return fmt.Sprintf("must be at most %d bytes (a Unix socket path), got %d", maxSocketPath, len(s))
-		}
-		return ""
-	}}
-}
-
-func listenAddr() stringRule {
-	return stringRule{allowed: "host:port, or empty", check: func(s string) string {
-		if s == "" {
-			return ""
-		}
-		_, port, err := net.SplitHostPort(s)
-		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
-			return fmt.Sprintf("must be host:port such as 127.0.0.1:9578, got %q", s)
 		}
 		return ""
 	}}
