@@ -166,7 +166,9 @@ func runOnce(ctx context.Context, d *daemon.Daemon, stdout io.Writer) error {
 		case err != nil:
 			reason = err.Error()
 		case res.Failed > 0:
-			reason = fmt.Sprintf("%d command(s) failed", res.Failed)
+			// The event is how the attempt ended (usually NO_COMMANDS after the failure was
+			// reported); say so, or "NO_COMMANDS" alone reads like nothing happened.
+			reason = fmt.Sprintf("%d command(s) failed; the attempt ended after reporting the failure to the service", res.Failed)
 		default:
 			reason = "attempt did not complete"
 		}
