@@ -18,6 +18,14 @@
 //     in step again. The probe differs from the timed-out command and from the previous
 //     unanswered probe, so neither of their late answers can pass for this probe's.
 //
+// A new client starts unsynchronised: the port's previous user (a process killed while the
+// modem still worked on its command) may have answers on the way. Its first command is
+// preceded by a probe as above, and until a probe's own answer has come, final results that
+// arrive while idle settle nothing. Should the previous user's answers include a probe's
+// (it was itself resynchronising) and be taken for this client's, the probe answers that
+// follow are recognised in the next command's answer by their information line (+CMEE:,
+// +CFUN:, +CGSN:, when the command has no such answer of its own) and discarded.
+//
 // The probe runs within the new command's deadline; if it gets no answer the command fails
 // with ErrTimeout and the count grows by one. MaxTimeouts timeouts in a row (10 by default,
 // as in ModemManager) mean the device is gone: ErrPortLost. A cancelled context is not a
@@ -170,6 +178,7 @@ func newState(rw io.ReadWriter, cfg Config) *Client {
 	}
 	c.cfg, c.terminator, c.cfgErr = withDefaults(cfg)
 	c.lastProbe = -1
+	c.unsynced = true // see "Late answers" in the package doc
 	return c
 }
 

@@ -656,11 +656,16 @@ func (b blockingWriter) Write(p []byte) (int, error) {
 }
 
 func TestStuckWrite(t *testing.T) {
-	f := newFake(map[string][]item{"AT+CGMR\r\n": nil, "AT+CMEE?\r\n": say("+CMEE: 1\r\nOK\r\n"), "AT+CFUN=4\r\n": say("OK\r\n")})
+	f := newFake(map[string][]item{"AT+CMEE?\r\n": say("+CMEE: 1\r\nOK\r\n"), "AT+CFUN?\r\n": say("+CFUN: 1\r\nOK\r\n"),
+		"AT+CFUN=4\r\n": say("OK\r\n")})
+	f.scriptOpen = true
 	bw := blockingWriter{f, make(chan struct{})}
+	// The first write, the probe a new client sends before its first command, is stuck.
 	// The client's own timer, which starts when it takes a command, times the stuck commands
 	// out; a short context deadline could pass before that and refuse them unsent. The last
-	// command is a long one, so the resync after the stuck write has all the time it needs.
+	// command is a long one, so the resync after the stuck write has all the time it needs:
+	// the stuck probe's answer comes while idle, and a new client stays unsynchronised until
+	// a probe is answered while it waits, so the last command probes again (another probe).
 	c := New(bw, Config{CommandTimeout: 20 * time.Millisecond, LongTimeout: time.Minute})
 	defer c.Close()
 	for _, cmd := range []string{"AT+CGMR", "AT"} {
@@ -673,7 +678,7 @@ func TestStuckWrite(t *testing.T) {
 	if _, err := c.Command(context.Background(), "AT+CFUN=4"); err != nil {
 		t.Fatalf("after the write went through: %v", err)
 	}
-	want := []string{"AT+CGMR\r\n", "AT+CMEE?\r\n", "AT+CFUN=4\r\n"}
+	want := []string{"AT+CMEE?\r\n", "AT+CFUN?\r\n", "AT+CFUN=4\r\n"}
 	if got := f.commands(); !reflect.DeepEqual(got, want) {
 		t.Errorf("wrote %q, want %q", got, want)
 	}
@@ -703,8 +708,12 @@ func TestConcurrentCommands(t *testing.T) {
 }
 
 func TestSubscribe(t *testing.T) {
-	f := newFake(nil)
+	f := newFake(map[string][]item{"AT\r\n": say("OK\r\n")})
 	c := newClient(t, f, Config{})
+	// Until its opening probe is answered a client takes unknown lines for late answers.
+	if _, err := c.Command(context.Background(), "AT"); err != nil {
+		t.Fatal(err)
+	}
 	cereg, stopCereg := c.Subscribe("+CEREG:", "+CSCON:")
 	all, _ := c.Subscribe()
 	f.inject(item{data: "+CEREG: 1\r\n%XTIME: \"x\"\r\n+CSCON: 0\r\nSOMETHING ODD\r\nOK\r\n"})
@@ -848,5 +857,91 @@ func BenchmarkCommandFake(b *testing.B) {
 		if _, err := c.Command(ctx, "AT+CFUN?"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNewClientResyncs: answers to commands of the port's previous user (a process killed
+// while the modem still worked on them) can arrive at any time after New. A new client
+// probes before its first command and no answer is ever taken for a later command's.
+func TestNewClientResyncs(t *testing.T) {
+	const version = "%SHORTSWVER: nrf91x1_2.0.2"
+	tests := []struct {
+		name    string
+		late    string // injected right after New, before the first command
+		probe   string // what the modem sends after the opening probe
+		cmd     string // what it sends after the first command
+		stale   uint64 // stale lines once both commands are done
+		wantRaw string // the first command's answer
+	}{
+		{name: "late OK", late: "OK\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 1},
+		{name: "late ERROR and CME ERROR", late: "ERROR\r\n+CME ERROR: 514\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 2},
+		{name: "late information lines", late: "%ATTESTTOKEN: \"a.b\"\r\nOK\r\nmfw_nrf91x1_2.0.2\r\nOK\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 4},
+		{name: "late answers after the probe was written",
+			probe: "%KEYGEN: \"c.s\"\r\nOK\r\n+CME ERROR: 518\r\n+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 3},
+		{name: "late answers of the previous client's probes",
+			// The previous client's +CMEE? probe is answered first and taken for this one's;
+			// then its +CFUN? probe and this client's own probe are answered, during the
+			// first command.
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: "+CFUN: 4\r\nOK\r\n+CMEE: 0\r\nOK\r\n" + version + "\r\nOK\r\n", stale: 4},
+		{name: "a previous probe's answer with more lines",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: "+CGSN: \"352656100367872\"\r\nmore\r\nOK\r\n" + version + "\r\nOK\r\n", stale: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake(map[string][]item{
+				"AT+CMEE?\r\n":      say(tt.probe),
+				"AT%SHORTSWVER\r\n": say(tt.cmd),
+				"AT+CFUN?\r\n":      say("+CFUN: 1\r\nOK\r\n"),
+			})
+			f.scriptOpen = true
+			c := newClient(t, f, Config{})
+			if tt.late != "" {
+				f.inject(item{data: tt.late})
+				n := uint64(strings.Count(tt.late, "\n"))
+				waitFor(t, "the late answers", func() bool { return c.Stats().StaleLines == n })
+			}
+			resp, err := c.Command(context.Background(), "AT%SHORTSWVER")
+			if err != nil || resp.Raw != version+"\r\nOK\r\n" {
+				t.Fatalf("first command: got %q, %v; want its own answer", resp.Raw, err)
+			}
+			resp, err = c.Command(context.Background(), "AT+CFUN?")
+			if err != nil || resp.Raw != "+CFUN: 1\r\nOK\r\n" {
+				t.Fatalf("second command: got %q, %v; want its own answer", resp.Raw, err)
+			}
+			want := []string{"AT+CMEE?\r\n", "AT%SHORTSWVER\r\n", "AT+CFUN?\r\n"}
+			if got := f.commands(); !reflect.DeepEqual(got, want) {
+				t.Errorf("wrote %q, want %q (one probe, at open)", got, want)
+			}
+			if got := c.Stats().StaleLines; got != tt.stale {
+				t.Errorf("Stats.StaleLines = %d, want %d", got, tt.stale)
+			}
+		})
+	}
+}
+
+// TestOpeningProbeUnanswered: the opening probe gets no answer; the command fails unsent and
+// the next one probes again with another probe, even if a final result came meanwhile.
+func TestOpeningProbeUnanswered(t *testing.T) {
+	f := newFake(map[string][]item{
+		"AT+CMEE?\r\n": nil,
+		"AT+CFUN?\r\n": say("+CMEE: 1\r\nOK\r\n+CFUN: 1\r\nOK\r\n"),
+		"AT\r\n":       say("OK\r\n"),
+	})
+	f.scriptOpen = true
+	c := newClient(t, f, Config{})
+	if _, err := c.Command(expireOn(f, "AT+CMEE?\r\n"), "AT"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	f.inject(item{data: "OK\r\n"}) // a late final result: not the probe's (no +CMEE: line)
+	waitFor(t, "the late OK", func() bool { return c.Stats().StaleLines == 1 })
+	if resp, err := c.Command(context.Background(), "AT"); err != nil || resp.Raw != "OK\r\n" {
+		t.Fatalf("got %q, %v", resp.Raw, err)
+	}
+	want := []string{"AT+CMEE?\r\n", "AT+CFUN?\r\n", "AT\r\n"}
+	if got := f.commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("wrote %q, want %q", got, want)
 	}
 }

@@ -33,6 +33,24 @@ type exchange struct {
 	echoDone bool     // a non-echo line arrived: no more echo
 	lines    []string
 	overlong bool // a line of this response was discarded
+	foreign  bool // inside another command's answer (isForeignProbeAnswer), until its final
+}
+
+// isForeignProbeAnswer reports whether line is the information line of a probe that cmd
+// cannot have produced. In the answer to cmd it is a late answer: the probe of a previous
+// user of the port whose answer the opening probe was taken for, or that probe's own. Skipped
+// for concatenated commands (AT+CFUN?;+CMEE?), whose answers mix prefixes.
+func isForeignProbeAnswer(line, cmd string) bool {
+	if strings.Contains(cmd, ";") {
+		return false
+	}
+	own := answerPrefix(cmd)
+	for _, p := range probes {
+		if strings.HasPrefix(line, p.answer) && p.answer != own {
+			return true
+		}
+	}
+	return false
 }
 
 func newExchange(cmd string) exchange {
@@ -52,6 +70,10 @@ type loopState struct {
 	lostErr  error
 	timeouts int // consecutive timeouts
 
+	// unsynced: what is on the wire is unknown, as for a new client (the port's previous
+	// user may have left commands running in the modem). The next command probes first, and
+	// only a probe's own answer ends it: late final results counted while idle do not.
+	unsynced     bool
 	unanswered   int    // timed-out commands and probes on the wire whose answer may still come
 	staleAnswer  string // answer prefix of the last timed-out command
 	lastProbe    int    // index of the last probe that went unanswered, -1 if none
@@ -174,7 +196,7 @@ func (c *Client) advance() {
 	switch {
 	case c.writing:
 		c.phase = phaseWaitWriter
-	case c.unanswered > 0:
+	case c.unanswered > 0 || c.unsynced:
 		c.probe = 0
 		for i, p := range probes {
 			if i != c.lastProbe && p.answer != c.staleAnswer {
@@ -211,13 +233,13 @@ func (c *Client) onLine(line string) {
 			// command (which ends the stale state), or noise.
 			c.stats.stale.Add(1)
 			if c.unanswered > 0 {
-				if c.unanswered--; c.unanswered == 0 {
+				if c.unanswered--; c.unanswered == 0 && !c.unsynced {
 					c.synced()
 				}
 			}
 		case isURC(line, ""):
 			c.deliverURC(line)
-		case c.unanswered > 0:
+		case c.unanswered > 0 || c.unsynced:
 			c.stats.stale.Add(1)
 		default:
 			c.deliverURC(line) // anything unsolicited with no command pending
@@ -236,6 +258,14 @@ func (c *Client) onLine(line string) {
 		return
 	}
 	ex.echoDone = true
+	if c.phase == phaseCommand && (ex.foreign || (fk == notFinal && isForeignProbeAnswer(line, c.cur.cmd))) {
+		// Another read's answer (a probe's, or one left by the port's previous user that
+		// a probe was synchronised on): discard it up to its final result.
+		c.stats.stale.Add(1)
+		ex.foreign = fk == notFinal
+		ex.lines, ex.overlong = nil, false
+		return
+	}
 	if c.phase == phaseProbe {
 		switch {
 		case fk == notFinal && strings.HasPrefix(line, probes[c.probe].answer):
@@ -266,6 +296,7 @@ func (c *Client) onLine(line string) {
 
 // synced ends the stale state: the modem has answered everything that was sent.
 func (c *Client) synced() {
+	c.unsynced = false
 	c.unanswered = 0
 	c.staleAnswer = ""
 	c.lastProbe = -1

@@ -100,6 +100,7 @@ func TestOpenPortPTY(t *testing.T) {
 	for _, flow := range []string{"none", "rtscts"} {
 		t.Run(flow, func(t *testing.T) {
 			pm := newPTYModem(t, map[string]string{
+				"AT+CMEE?\r\n":                       "+CMEE: 0\r\nOK\r\n", // the opening probe
 				"AT+CFUN?\r\n":                       "\r\n+CEREG: 1\r\n+CFUN: 4\r\n\r\nOK\r\n",
 				"AT%CMNG=0,42,0,\"" + pem + "\"\r\n": "OK\r\n",
 			})

@@ -159,7 +159,8 @@ func TestTracerWithClient(t *testing.T) {
 	if err := c.Close(); err != nil { // closes the fake through the tracer
 		t.Fatal(err)
 	}
-	want := []string{"tx AT+CFUN?", "rx +CEREG: 1", "rx +CFUN: 4", "rx OK"}
+	want := []string{"tx AT+CMEE?", "rx +CMEE: 0", "rx OK", // the opening probe
+		"tx AT+CFUN?", "rx +CEREG: 1", "rx +CFUN: 4", "rx OK"}
 	if got := l.get(); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
