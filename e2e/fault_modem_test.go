@@ -186,7 +186,6 @@ func TestFaultModemStall(t *testing.T) {
 			waitModemIdle(t, ctx, b) // the late answers go nowhere: see the row below
 		}},
 		{name: "restarted while late answers are still coming", opts: slow, done: true, run: func(t *testing.T, ctx context.Context, b *testbed.Bed) {
-			knownBug(t, "atmodem-no-resync-at-open")
 			b.Modem().Stall()
 			p := start(t, ctx, b, "run", "--once")
 			at := 0

@@ -109,11 +109,7 @@ func TestFaultService(t *testing.T) {
 			}
 			p := onceFails(t, ctx, b, "")
 			if !strings.Contains(p.Stderr(), "provisiond: FAILED_WRONG_ROOT_CA:") {
-				if b.Transport() == testbed.TransportCoAP && strings.Contains(p.Stderr(), "DecodeError") && !runKnownBugs() {
-					t.Logf("known bug coap-wrong-ca-misclassified: %s", knownBugs["coap-wrong-ca-misclassified"])
-				} else {
-					t.Errorf("run --once: stderr does not name FAILED_WRONG_ROOT_CA:\n%s", p.Stderr())
-				}
+				t.Errorf("run --once: stderr does not name FAILED_WRONG_ROOT_CA:\n%s", p.Stderr())
 			}
 			noJobCommands(t, b)
 			if dev, _ := b.Cloud().Device(b.UUID()); dev.LastSeenAt != nil {

@@ -14,7 +14,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -193,32 +192,5 @@ func runMatrix(t *testing.T, rows []matrixRow) {
 				}
 			})
 		}
-	}
-}
-
-// knownBugs are faults under which the daemon breaks a promise today; each names the file
-// and what goes wrong. Their rows are skipped unless E2E_KNOWN_BUGS=1, so that the matrix
-// stays green for everything else while the bugs are open.
-var knownBugs = map[string]string{
-	"atmodem-no-resync-at-open": "internal/atmodem: a late answer that arrives after the port is opened is taken " +
-		"for the answer to the next command, and every answer after it is shifted by one for the life of the " +
-		"client",
-	"coap-wrong-ca-misclassified": "internal/coaptransport Open: in about one handshake in ten with a server " +
-		"certificate from another CA, pion/dtls returns the server's DecodeError alert instead of the x509 " +
-		"error, so the attempt ends in FAILED instead of FAILED_WRONG_ROOT_CA",
-}
-
-// runKnownBugs reports whether E2E_KNOWN_BUGS asks for the known-bug checks to run.
-func runKnownBugs() bool { return os.Getenv("E2E_KNOWN_BUGS") != "" }
-
-// knownBug skips the test unless E2E_KNOWN_BUGS is set.
-func knownBug(t *testing.T, id string) {
-	t.Helper()
-	desc, ok := knownBugs[id]
-	if !ok {
-		t.Fatalf("unknown bug id %q", id)
-	}
-	if !runKnownBugs() {
-		t.Skipf("known bug %s: %s (E2E_KNOWN_BUGS=1 runs it)", id, desc)
 	}
 }
