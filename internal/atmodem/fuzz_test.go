@@ -1,6 +1,7 @@
 package atmodem
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -81,17 +82,22 @@ func FuzzParse(f *testing.F) {
 		} else {
 			feed(input)
 		}
-		feed([]byte("\r\nOK\r\n"))
+		// An answer holding another probe's line (+CMEE:, +CFUN:, +CGSN:) is taken for a late
+		// probe answer and discarded up to its final result, so the command may need more
+		// final results than one; each line of input can use up at most one.
 		var r result
-		select {
-		case r = <-req.res:
-		default:
-			if !stale {
-				t.Fatalf("no result; wrote %q", writes)
+		for range bytes.Count(input, []byte("\n")) + bytes.Count(input, []byte("\r")) + 2 {
+			feed([]byte("\r\nOK\r\n"))
+			select {
+			case r = <-req.res:
+				checkParsed(t, r.resp, r.err)
+				return
+			default:
 			}
-			return
 		}
-		checkParsed(t, r.resp, r.err)
+		if !stale {
+			t.Fatalf("no result; wrote %q", writes)
+		}
 	})
 }
 
