@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,41 +20,8 @@ import (
 // still to be delivered; the settings file is corrupt. TestFaultStateFolder covers a folder
 // that is broken from the start or after the first upload.
 
-// cpDisk is a store folder on a file system of its own.
-type cpDisk struct {
-	dir     string
-	mounted bool // a tmpfs (root); otherwise only permission bits (read-only, not full)
-	filler  string
-}
-
-// cpMountStateDisk puts dir on a small tmpfs. Root ignores permission bits, so as root a
-// read-only or full folder needs a mount of its own; the test is skipped when mounting is not
-// allowed (a container without CAP_SYS_ADMIN). Other users get the folder's permission bits
-// for read-only, and a skip for a full disk.
-func cpMountStateDisk(t *testing.T, dir string, needFull bool) *cpDisk {
-	t.Helper()
-	d := &cpDisk{dir: dir}
-	if os.Geteuid() != 0 {
-		if needFull {
-			t.Skip("skipped: a full disk needs a tmpfs of its own, and mounting one needs root")
-		}
-		t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
-		return d
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=256k,mode=0700"); err != nil {
-		t.Skipf("skipped: cannot mount a tmpfs on the state folder as root (%v); root ignores permission bits, so there is no other way to make it read-only or full", err)
-	}
-	d.mounted = true
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return d
-}
-
 // errText is what the daemon's log line must say for this disk's fault.
-func (d *cpDisk) errText(full bool) string {
+func (d *stateDisk) errText(full bool) string {
 	switch {
 	case full:
 		return "no space left on device"
@@ -63,53 +29,6 @@ func (d *cpDisk) errText(full bool) string {
 		return "read-only file system"
 	}
 	return "permission denied"
-}
-
-func (d *cpDisk) setReadOnly(t *testing.T, ro bool) {
-	t.Helper()
-	if !d.mounted {
-		mode := os.FileMode(0o700)
-		if ro {
-			mode = 0o500
-		}
-		if err := os.Chmod(d.dir, mode); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	flags := uintptr(syscall.MS_REMOUNT | syscall.MS_NOSUID | syscall.MS_NODEV)
-	if ro {
-		flags |= syscall.MS_RDONLY
-	}
-	if err := syscall.Mount("tmpfs", d.dir, "tmpfs", flags, "size=256k,mode=0700"); err != nil {
-		t.Fatalf("remount %s read-only=%v: %v", d.dir, ro, err)
-	}
-}
-
-// setFull takes every free byte of the folder's file system, or gives them back.
-func (d *cpDisk) setFull(t *testing.T, full bool) {
-	t.Helper()
-	if !full {
-		if err := os.Remove(d.filler); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	d.filler = filepath.Join(d.dir, "cp-filler")
-	f, err := os.Create(d.filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 512)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return
-			}
-			t.Fatal(err)
-		}
-	}
 }
 
 // TestStorageFaultMidBatch: the store folder breaks (read-only or full) while a job command
@@ -138,17 +57,17 @@ func TestStorageFaultMidBatch(t *testing.T) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)
-				var disk *cpDisk
+				var disk *stateDisk
 				e := cpStartEnv(t, ctx, cpOptions(tr), func(b *testbed.Bed) {
-					disk = cpMountStateDisk(t, filepath.Dir(b.StorePath()), tt.full)
+					disk = newStateDisk(t, b, tt.full)
 				})
 				b := e.b
 				queue(t, b, cpJob()...)
 				breakDisk := func(broken bool) {
 					if tt.full {
-						disk.setFull(t, broken)
+						disk.fill(t, broken)
 					} else {
-						disk.setReadOnly(t, broken)
+						disk.readOnly(t, broken)
 					}
 				}
 
@@ -251,9 +170,9 @@ func TestStoragePendingResultsReadOnly(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
-			var disk *cpDisk
+			var disk *stateDisk
 			e := cpStartEnv(t, ctx, cpOptions(tr), func(b *testbed.Bed) {
-				disk = cpMountStateDisk(t, filepath.Dir(b.StorePath()), false)
+				disk = newStateDisk(t, b, false)
 			})
 			b := e.b
 			queue(t, b, cpJob()...)
@@ -274,7 +193,7 @@ func TestStoragePendingResultsReadOnly(t *testing.T) {
 			}
 			before := len(b.ModemCommands())
 
-			disk.setReadOnly(t, true)
+			disk.readOnly(t, true)
 			code, p := runOnce(t, ctx, b)
 			if code == 0 {
 				t.Errorf("run --once on a read-only folder: exit 0, want non-zero")
@@ -298,7 +217,7 @@ func TestStoragePendingResultsReadOnly(t *testing.T) {
 				t.Errorf("store changed on a read-only folder:\nbefore %v\nafter  %v", st, now)
 			}
 
-			disk.setReadOnly(t, false)
+			disk.readOnly(t, false)
 			cpRunUntilClean(t, ctx, b)
 			cpCheckInvariants(t, ctx, b, cpInv{})
 		})
