@@ -16,18 +16,8 @@ cd "$(dirname "$0")/.."
 fail() { echo "deploy-check: FAIL: $*" >&2; exit 1; }
 step() { echo "deploy-check: $*"; }
 
-need() { # need COMMAND DEBIAN-PACKAGE
-	command -v "$1" >/dev/null 2>&1 && return 0
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		step "installing $2 (for $1)"
-		if [ -z "${DEB_TEST_APT_UPDATED:-}" ]; then
-			apt-get update -qq
-			export DEB_TEST_APT_UPDATED=1
-		fi
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-	fi
-	command -v "$1" >/dev/null 2>&1 || fail "$1 is missing (Debian package $2)"
-}
+# shellcheck source=lib/need.sh
+. scripts/lib/need.sh
 need systemd-analyze systemd
 need systemd-escape systemd
 need udevadm udev
