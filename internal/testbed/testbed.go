@@ -162,12 +162,7 @@ func (b *Bed) setup(ctx context.Context) error {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
 	b.modem, b.uuid = m, m.UUID()
-	var p *simmodem.PTY
-	err = withPTYLock(func() error {
-		var err error
-		p, err = m.ServePTY(runCtx)
-		return err
-	})
+	p, err := m.ServePTY(runCtx)
 	if err != nil {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
@@ -313,7 +308,7 @@ func (b *Bed) PTY() *simmodem.PTY { return b.pty }
 func (b *Bed) Replug() error {
 	b.linkMu.Lock()
 	defer b.linkMu.Unlock()
-	err := withPTYLock(b.pty.Replug)
+	err := b.pty.Replug()
 	if b.replugged != nil {
 		select {
 		case b.replugged <- struct{}{}:
