@@ -162,7 +162,12 @@ func (b *Bed) setup(ctx context.Context) error {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
 	b.modem, b.uuid = m, m.UUID()
-	p, err := m.ServePTY(runCtx)
+	var p *simmodem.PTY
+	err = withPTYLock(func() error {
+		var err error
+		p, err = m.ServePTY(runCtx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
@@ -308,7 +313,7 @@ func (b *Bed) PTY() *simmodem.PTY { return b.pty }
 func (b *Bed) Replug() error {
 	b.linkMu.Lock()
 	defer b.linkMu.Unlock()
-	err := b.pty.Replug()
+	err := withPTYLock(b.pty.Replug)
 	if b.replugged != nil {
 		select {
 		case b.replugged <- struct{}{}:
