@@ -26,7 +26,7 @@ import (
 )
 
 // The crash-point test kills the daemon with SIGKILL at one step of an attempt, restarts it
-// (`run --once` until an attempt ends cleanly) and checks the promises of design.md: no
+// (`run --once` until an attempt ends cleanly) and checks the promises of docs/design.md: no
 // executed command unreported, none executed twice, the store readable and consistent, the
 // modem's mode restored on the next start at the latest.
 //

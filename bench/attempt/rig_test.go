@@ -24,7 +24,7 @@ const (
 	// patternProvisiond is provisiond's own: one connection (one handshake) per attempt.
 	patternProvisiond = "provisiond"
 	// patternDevice replays the device library's pattern with the same client: over HTTPS a
-	// new connection for every GET and POST (protocol.md §1.1); over CoAP on an nRF9160 the
+	// new connection for every GET and POST (docs/protocol.md §1.1); over CoAP on an nRF9160 the
 	// socket closed after each fetch and a new handshake plus auth before each upload (§2.4).
 	patternDevice = "device"
 )

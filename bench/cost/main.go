@@ -444,7 +444,7 @@ func printIdle(el time.Duration, a, b benchkit.Proc) {
 	fmt.Println()
 }
 
-// outcomes are the events that end an attempt (protocol.md §4.8).
+// outcomes are the events that end an attempt (docs/protocol.md §4.8).
 var outcomes = map[string]bool{"DONE": true, "NO_COMMANDS": true, "FAILED": true, "FAILED_TOO_MANY_COMMANDS": true,
 	"FAILED_DEVICE_NOT_CLAIMED": true, "FAILED_WRONG_ROOT_CA": true, "FAILED_NO_VALID_DATETIME": true, "FATAL_ERROR": true}
 

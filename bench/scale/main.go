@@ -1,5 +1,5 @@
 // Command scale provisions many simulated modems at once, one provisiond `run --once` per
-// modem, against one simulated Provisioning Service: the factory bench of design.md ("a
+// modem, against one simulated Provisioning Service: the factory bench of docs/design.md ("a
 // factory bench with dozens of modems on USB hubs runs one template instance per port, all on
 // one host"). Each daemon has its own config, state folder and control socket; each modem is
 // served on its own pty and gets the realistic job (a client certificate by %KEYGEN, an

@@ -60,7 +60,7 @@ type CMSError struct {
 
 func (e *CMSError) Error() string { return e.Raw }
 
-// cmeHint maps the nRF91 CME codes of modem.md §1 to what a user should know. Codes 520,
+// cmeHint maps the nRF91 CME codes of docs/modem.md §1 to what a user should know. Codes 520,
 // 523 and 525 differ by command (key generation, JWT), so the hint names both meanings.
 func cmeHint(code int) string {
 	switch code {

@@ -11,14 +11,14 @@ import (
 	"github.com/provisiond/provisiond/internal/attest"
 )
 
-// Functional modes of +CFUN used by provisiond (modem.md §1.5).
+// Functional modes of +CFUN used by provisiond (docs/modem.md §1.5).
 const (
 	ModePowerOff = 0
 	ModeNormal   = 1
 	ModeOffline  = 4
 )
 
-// Credential types of %CMNG (modem.md §1.1).
+// Credential types of %CMNG (docs/modem.md §1.1).
 const (
 	CredRootCA      = 0
 	CredClientCert  = 1
@@ -118,7 +118,7 @@ func (c *Client) ShortSWVersion(ctx context.Context) (string, error) {
 const minValidYear = 2020
 
 // Clock reads the modem clock (AT%CCLK?). valid is false when the modem has no valid time:
-// it answers ERROR or +CME ERROR (which is how it says so; protocol.md §5.1), or a date before
+// it answers ERROR or +CME ERROR (which is how it says so; docs/protocol.md §5.1), or a date before
 // 2020. The time is returned in UTC. Only transport failures and unparsable OK answers are
 // errors.
 func (c *Client) Clock(ctx context.Context) (t time.Time, valid bool, err error) {
@@ -178,7 +178,7 @@ func (c *Client) SetClock(ctx context.Context, t time.Time) error {
 // JWT asks the modem for an ES256 JWT valid for validFor (whole seconds; 0 leaves out exp
 // and iat). secTag 0 signs with the device identity key (AT%JWT=0,<exp>,"",""), otherwise
 // with the client key in secTag (AT%JWT=0,<exp>,"","",<secTag>,2). The token is made
-// base64url-clean as the device library does (protocol.md §5.1).
+// base64url-clean as the device library does (docs/protocol.md §5.1).
 func (c *Client) JWT(ctx context.Context, secTag int, validFor time.Duration) (string, error) {
 	if secTag < 0 || validFor < 0 {
 		return "", fmt.Errorf("atmodem: AT%%JWT: sec tag %d, validity %s: %w", secTag, validFor, ErrInvalidArgument)

@@ -11,7 +11,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// attestToken builds "<attest>.<cose>" with the CBOR identity message of modem.md §1.11.
+// attestToken builds "<attest>.<cose>" with the CBOR identity message of docs/modem.md §1.11.
 func attestToken(t *testing.T, uuid []byte) string {
 	t.Helper()
 	fw := make([]byte, 16)

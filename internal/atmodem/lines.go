@@ -20,7 +20,7 @@ var urcPrefixes = []string{
 	"#XBOOT", "#XNRFPROV:", "#XPPP:", "#XDFU",
 }
 
-// bannerLines are start-up banners of the front-ends (modem.md §1.9); they are dropped.
+// bannerLines are start-up banners of the front-ends (docs/modem.md §1.9); they are dropped.
 func isBanner(line string) bool {
 	return line == "Ready" || line == "The AT host sample started"
 }

@@ -17,7 +17,7 @@ import (
 // MsgTypeDeviceIdentity is the attestation message type "device identity message v1".
 const MsgTypeDeviceIdentity = 1
 
-// Device types carried in the attestation message (modem.md §1.11).
+// Device types carried in the attestation message (docs/modem.md §1.11).
 const (
 	DeviceTypeNRF9160 = 3 // 1–3 are nRF9160 variants; 3 is the newest
 	DeviceTypeNRF9161 = 4

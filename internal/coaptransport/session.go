@@ -20,7 +20,7 @@ import (
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
-// Resource paths (protocol.md §2.2).
+// Resource paths (docs/protocol.md §2.2).
 const (
 	authPath = "/p/auth-jwt"
 	cmdPath  = "/p/cmd"
@@ -102,7 +102,7 @@ func (s *Session) Close() error {
 }
 
 // Fetch runs one round's fetch: POST /p/auth-jwt with req.JWT (the device re-authenticates at
-// the start of every round, protocol.md §2.4), then GET /p/cmd. It returns the CBOR payload of
+// the start of every round, docs/protocol.md §2.4), then GET /p/cmd. It returns the CBOR payload of
 // 2.05, an error matching transport.ErrNoCommands for an empty 2.05, and otherwise a
 // *transport.StatusError or a network error classified by transport.Classify.
 func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte, error) {
@@ -175,7 +175,7 @@ func (s *Session) Upload(ctx context.Context, req transport.UploadRequest) error
 }
 
 // auth posts the JWT. The payload is the JWT's ASCII text, yet Content-Format 60 (CBOR), as the
-// device sends it and the service expects (protocol.md §2.2, §12.11).
+// device sends it and the service expects (docs/protocol.md §2.2, §12.11).
 func (s *Session) auth(ctx context.Context, jwt, mver, cver string) error {
 	s.authJWT = ""
 	rctx, cancel := context.WithTimeout(ctx, s.t.cfg.Timeout)
@@ -216,7 +216,7 @@ func readBody(m *pool.Message, limit int) ([]byte, error) {
 	return data, nil
 }
 
-// statusError maps a response code that is not the step's success code (protocol.md §2.3).
+// statusError maps a response code that is not the step's success code (docs/protocol.md §2.3).
 func statusError(op string, m *pool.Message) error {
 	return &transport.StatusError{
 		Transport: "coap",
@@ -227,7 +227,7 @@ func statusError(op string, m *pool.Message) error {
 	}
 }
 
-// codeKind is the table of protocol.md §2.3. Any success code on the wrong step (2.00, or 2.05
+// codeKind is the table of docs/protocol.md §2.3. Any success code on the wrong step (2.00, or 2.05
 // to an upload) is "unsupported", as for the device.
 func codeKind(c codes.Code) error {
 	switch c {
@@ -235,7 +235,7 @@ func codeKind(c codes.Code) error {
 		return transport.ErrNotClaimed
 	case codes.Forbidden:
 		// The device library calls 4.03 a generic failure. The HTTP side of the same service has
-		// answered unclaimed devices with 403 (protocol.md §12.7), and both transports should lead
+		// answered unclaimed devices with 403 (docs/protocol.md §12.7), and both transports should lead
 		// the daemon to the same event, so 4.03 counts as "not claimed" here too.
 		return transport.ErrNotClaimed
 	case codes.BadRequest, codes.NotAcceptable:

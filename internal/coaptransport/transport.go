@@ -1,5 +1,5 @@
 // Package coaptransport speaks the CoAP-over-DTLS side of the nRF Cloud Provisioning Service
-// (protocol.md §2): authenticate with the JWT, fetch a batch of commands, upload responses.
+// (docs/protocol.md §2): authenticate with the JWT, fetch a batch of commands, upload responses.
 //
 // A Session is one DTLS 1.2 session for a whole provisioning attempt, re-authenticated at
 // the start of every round as the device does. The handshake is made explicitly in Open, under
@@ -29,7 +29,7 @@ import (
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
-// Defaults filled in by New for zero Config fields (protocol.md §2.1).
+// Defaults filled in by New for zero Config fields (docs/protocol.md §2.1).
 const (
 	DefaultHostname  = "coap.nrfcloud.com"
 	DefaultPort      = 5684
@@ -305,7 +305,7 @@ func (st *sessionStore) id(key string) string {
 }
 
 // block2Option is the Block2 option the device puts on its GET (NUM=0, M=0, SZX of the
-// configured block size, protocol.md §2.2): it asks the server for blocks of that size.
+// configured block size, docs/protocol.md §2.2): it asks the server for blocks of that size.
 func block2Option(szx blockwise.SZX) message.Option {
 	v, _ := blockwise.EncodeBlockOption(szx, 0, false) // szx is valid: New checked it
 	buf := make([]byte, 4)

@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite configs/provisiond.yaml from th
 
 const examplePath = "../../configs/provisiond.yaml"
 
-// TestDefaults pins the defaults of issue 5 §3 and design.md independently of the table.
+// TestDefaults pins the defaults of issue 5 §3 and docs/design.md independently of the table.
 func TestDefaults(t *testing.T) {
 	want := &Config{
 		Modem: ModemConfig{Port: "", Baud: 115200, FlowControl: "rtscts", LineEnding: "crlf",

@@ -19,7 +19,7 @@ import (
 )
 
 // Messages reported for local failures of an AT command ([id, 99, 0, <message>]): the modem
-// gave no verdict, so there is no modem text to report (protocol.md §4.3, §12.3).
+// gave no verdict, so there is no modem text to report (docs/protocol.md §4.3, §12.3).
 const (
 	msgTimeout     = "timeout: no final result from the modem"
 	msgPortLost    = "modem lost: the serial port went away during the command"
@@ -60,7 +60,7 @@ type batch struct {
 	switched      bool // this batch restores the saved mode: it switched, or found it pending
 }
 
-// executeBatch runs cmds per protocol.md §4.1–§4.5 and returns the batch's outbox. The
+// executeBatch runs cmds per docs/protocol.md §4.1–§4.5 and returns the batch's outbox. The
 // outbox is persisted (journal → outbox, one Apply) before returning. A result that cannot
 // be stored stops the batch; when the outbox cannot be stored either, nothing is returned for
 // upload (see Daemon.unstored).
@@ -244,7 +244,7 @@ func (b *batch) finish() error {
 	b.savedMode = -1
 	b.d.emit(EventNeedLTEActivated, eventInfo{attempt: b.n, cursor: b.j.Cursor})
 	if b.cfg.Uplink != UplinkModem {
-		return nil // the host's network carries the upload: no waiting for LTE (design.md)
+		return nil // the host's network carries the upload: no waiting for LTE (docs/design.md)
 	}
 	if urcs == nil {
 		b.d.log.Warn("uplink is the modem but it delivers no URCs; not waiting for registration")
@@ -269,7 +269,7 @@ func (b *batch) writeJournal(executing string) error {
 	return nil
 }
 
-// runAT runs one AT command and maps its outcome to a response (protocol.md §4.3). A command
+// runAT runs one AT command and maps its outcome to a response (docs/protocol.md §4.3). A command
 // already sent is allowed to finish for a while after cancellation (SIGTERM).
 func (b *batch) runAT(cmd proto.Command) (proto.Response, error) {
 	cctx, cancel := graceContext(b.ctx, b.d.grace)
@@ -292,7 +292,7 @@ func (b *batch) runAT(cmd proto.Command) (proto.Response, error) {
 //   - +CME ERROR not in the list → [id, 99, code, text];
 //   - plain ERROR → [id, 99, 0, text]. This deviates from the device library, where a plain
 //     ERROR comes out of nrf_modem_at_err() as 0, passes the ignore filter and is reported as
-//     success (protocol.md §4.3, §12.2): a command the modem refused did not succeed, and
+//     success (docs/protocol.md §4.3, §12.2): a command the modem refused did not succeed, and
 //     calling it a success would let the service drop it as done;
 //   - +CMS ERROR → [id, 99, 0, text] (its code is not a CME code);
 //   - local failures (timeout, port lost, command too long) → [id, 99, 0, <reason>].
@@ -345,7 +345,7 @@ func atResponse(cmd proto.Command, resp atmodem.Response, err error) proto.Respo
 }
 
 // runConfig writes a config command's pairs and its response in one Apply, so the pairs and
-// the record that they were written can only exist together (protocol.md §4.4).
+// the record that they were written can only exist together (docs/protocol.md §4.4).
 func (b *batch) runConfig(cmd proto.Command) {
 	b.j.Cursor = cmd.ID
 	if i, errno, bad := checkPairs(cmd.Properties); bad {
@@ -376,7 +376,7 @@ func (b *batch) runConfig(cmd proto.Command) {
 }
 
 // configFailed records [id, 99, uint32(-errno), "Unable to store [i](0-indexed) key-value-pair"]
-// as the device library does (the negative errno stored into a uint32, protocol.md §4.4).
+// as the device library does (the negative errno stored into a uint32, docs/protocol.md §4.4).
 func (b *batch) configFailed(cmd proto.Command, i int, errno syscall.Errno, cause error) {
 	msg := fmt.Sprintf("Unable to store [%d](0-indexed) key-value-pair", i)
 	r := proto.Response{ID: cmd.ID, Kind: proto.KindError, CMEError: uint64(uint32(-int32(errno))), Message: msg}

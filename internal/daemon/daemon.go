@@ -1,6 +1,6 @@
 // Package daemon is provisiond's provisioning engine and scheduler: it fetches command batches
 // from the nRF Cloud Provisioning Service, runs them on the attached nRF91 modem, and uploads
-// the results (protocol.md §1.5, §2.4, §4; design.md for where the host differs).
+// the results (docs/protocol.md §1.5, §2.4, §4; docs/design.md for where the host differs).
 //
 // A Daemon is built once with New and driven by either Run (the long-running scheduler) or
 // RunOnce (one attempt for `provisiond run --once`); one of them at a time. Status,
@@ -97,7 +97,7 @@ const (
 	DefaultInitialBackoff = 60 * time.Second
 	DefaultHookTimeout    = 10 * time.Second
 	DefaultStorePrefix    = "provisioning"
-	// MaxBackoff caps the doubling backoff (protocol.md §4.7).
+	// MaxBackoff caps the doubling backoff (docs/protocol.md §4.7).
 	MaxBackoff = 24 * time.Hour
 )
 

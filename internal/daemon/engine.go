@@ -69,7 +69,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 	return o
 }
 
-// runAttempt is the loop of protocol.md §1.5/§2.4 with the durable outbox in front: a pending
+// runAttempt is the loop of docs/protocol.md §1.5/§2.4 with the durable outbox in front: a pending
 // outbox is delivered before anything is fetched; then fetch → decode → execute → upload
 // until no commands (NO_COMMANDS) or an acknowledged FINISHED (DONE).
 func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
@@ -186,7 +186,7 @@ func (d *Daemon) deliver(ctx context.Context, cfg Config, sess Session, ob *outb
 		return fmt.Errorf("daemon: encode responses: %w", err)
 	}
 	if cfg.TxBufSize > 0 && len(body) > cfg.TxBufSize {
-		// The device library gives up here and reports NO_COMMANDS (protocol.md §4.1 step 7,
+		// The device library gives up here and reports NO_COMMANDS (docs/protocol.md §4.1 step 7,
 		// §12.10), losing results of commands that already ran. The host has no such buffer:
 		// tx_buf_size is only what we advertise, so we send the whole batch and say so.
 		d.log.Warn("responses exceed tx_buf_size; uploading them anyway so no result is lost",
@@ -224,7 +224,7 @@ func (d *Daemon) finishOutbox(cfg Config, ob *outbox) {
 	d.setCursorStatus(d.cursor, nil)
 }
 
-// failure maps an error to the outcome event (protocol.md §4.8).
+// failure maps an error to the outcome event (docs/protocol.md §4.8).
 func (d *Daemon) failure(err error, res Result) outcome {
 	res.Event, res.Err, res.Reason = EventFailed, err, reasonOf(err)
 	o := outcome{res: res}
@@ -301,7 +301,7 @@ func (d *Daemon) onFinished(ctx context.Context, cfg Config, n int) {
 }
 
 // restartModem goes through +CFUN=0 (a graceful shutdown for the modem's reset-loop guard,
-// modem.md §1.8) and back to the mode it had, so that new credentials are loaded.
+// docs/modem.md §1.8) and back to the mode it had, so that new credentials are loaded.
 func (d *Daemon) restartModem(ctx context.Context, m Modem) error {
 	rctx, cancel := detached(ctx, 2*restoreTimeout)
 	defer cancel()

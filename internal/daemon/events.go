@@ -10,7 +10,7 @@ import (
 	"github.com/provisiond/provisiond/internal/logging"
 )
 
-// Event is one of the device library's 13 provisioning events (protocol.md §8).
+// Event is one of the device library's 13 provisioning events (docs/protocol.md §8).
 type Event string
 
 // The events, named as in the device library.

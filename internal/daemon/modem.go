@@ -18,7 +18,7 @@ import (
 	"github.com/provisiond/provisiond/internal/store"
 )
 
-// Functional modes (modem.md §1.5).
+// Functional modes (docs/modem.md §1.5).
 const (
 	modePowerOff = atmodem.ModePowerOff
 	modeOffline  = atmodem.ModeOffline
@@ -297,7 +297,7 @@ func findCredential(creds []atmodem.Credential, tag, typ int) *atmodem.Credentia
 }
 
 // rootCAHashMatches compares the hash a modem lists for a credential with the PEM written.
-// Assumption (modem.md §1.1 says only "the SHA-256 of the entity as stored"): the modem hashes
+// Assumption (docs/modem.md §1.1 says only "the SHA-256 of the entity as stored"): the modem hashes
 // the content exactly as written between the quotes of %CMNG. As that is not verified on
 // hardware, the same text with CRLF line ends, without its final line end, and the
 // certificate's DER are accepted too; anything else is a mismatch.

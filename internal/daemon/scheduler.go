@@ -227,7 +227,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 	}
 }
 
-// nextBackoff doubles the backoff from initial, capped at MaxBackoff (protocol.md §4.7).
+// nextBackoff doubles the backoff from initial, capped at MaxBackoff (docs/protocol.md §4.7).
 func nextBackoff(cur, initial time.Duration) time.Duration {
 	if cur <= 0 {
 		return min(initial, MaxBackoff)

@@ -24,7 +24,7 @@ const (
 	keySavedCMEE = reservedPrefix + "saved-cmee"
 )
 
-// Keys of the protocol's subtree (protocol.md §6), relative to Config.StorePrefix.
+// Keys of the protocol's subtree (docs/protocol.md §6), relative to Config.StorePrefix.
 const (
 	subkeyCursor   = "after-correlation-id"
 	subkeyInterval = "interval-sec"
@@ -55,7 +55,7 @@ func (r record) failed() bool { return r.Kind == uint64(proto.KindError) }
 // journal is the state of the batch being executed, written before and after every command.
 type journal struct {
 	Responses []record `json:"responses"`
-	// Cursor is the id of the last command processed (protocol.md §4.1 step 3).
+	// Cursor is the id of the last command processed (docs/protocol.md §4.1 step 3).
 	Cursor string `json:"cursor,omitempty"`
 	// Executing is the id of the command running now: if the journal is found with it set,
 	// the command was started and its result is unknown.

@@ -101,7 +101,7 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 }
 
 // Upload sends one batch of responses (POST /v1/provisioning/response). Only 200 is success
-// (protocol.md §1.3, §12.20): any other status, 201 and 204 included, is a *transport.StatusError.
+// (docs/protocol.md §1.3, §12.20): any other status, 201 and 204 included, is a *transport.StatusError.
 func (s *Session) Upload(ctx context.Context, req transport.UploadRequest) error {
 	ctx, cancel := context.WithTimeout(ctx, s.t.cfg.Timeout)
 	defer cancel()
@@ -142,7 +142,7 @@ func (s *Session) newRequest(ctx context.Context, method, path, rawQuery, jwt st
 	if err != nil {
 		return nil, fmt.Errorf("http: build request: %w", err)
 	}
-	// The device sends the bare host name (protocol.md §1.2), whatever the port.
+	// The device sends the bare host name (docs/protocol.md §1.2), whatever the port.
 	hreq.Host = s.t.cfg.Hostname
 	hreq.Header.Set("Authorization", "Bearer "+jwt)
 	hreq.Header.Set("User-Agent", s.t.cfg.UserAgent)
@@ -157,7 +157,7 @@ func (s *Session) roundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // fetchQuery builds the query by hand, because the parameter order is part of the wire
-// format (protocol.md §1.2) and url.Values would sort it. An empty cursor is sent as "after=".
+// format (docs/protocol.md §1.2) and url.Values would sort it. An empty cursor is sent as "after=".
 func fetchQuery(r transport.FetchRequest) string {
 	var b strings.Builder
 	b.WriteString("after=")
@@ -202,7 +202,7 @@ func isQuerySafe(c byte) bool {
 	return strings.IndexByte("-._~:@/!$'()*,;", c) >= 0
 }
 
-// statusError maps a non-success status (protocol.md §1.4) and keeps a short, printable
+// statusError maps a non-success status (docs/protocol.md §1.4) and keeps a short, printable
 // excerpt of the body for the log.
 func statusError(op string, resp *http.Response) error {
 	detail := transport.ReadDetail(resp.Body)
@@ -216,7 +216,7 @@ func statusError(op string, resp *http.Response) error {
 	}
 }
 
-// statusKind is the table of protocol.md §1.4 as the daemon needs it.
+// statusKind is the table of docs/protocol.md §1.4 as the daemon needs it.
 func statusKind(op string, code int) error {
 	switch code {
 	case http.StatusNoContent:
@@ -230,7 +230,7 @@ func statusKind(op string, code int) error {
 		return transport.ErrNotClaimed
 	case http.StatusForbidden:
 		// The device library maps 403 to a generic failure since Oct 2025, but the real service
-		// has answered an unclaimed device with 403 "wrong auth credentials" (protocol.md §12.7).
+		// has answered an unclaimed device with 403 "wrong auth credentials" (docs/protocol.md §12.7).
 		// Treating it as not claimed shows the owner the attestation token to claim with; if
 		// the guess is wrong, the cost is one misleading hint, while the other way round an
 		// unclaimed gateway would fail with no hint at all.

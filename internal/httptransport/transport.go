@@ -1,5 +1,5 @@
 // Package httptransport speaks the HTTPS (REST) side of the nRF Cloud Provisioning Service
-// (protocol.md §1): fetch a batch of commands, upload a batch of responses.
+// (docs/protocol.md §1): fetch a batch of commands, upload a batch of responses.
 //
 // Unlike the device library, which opens a new TCP+TLS connection with "Connection: close" for
 // every request, a Session keeps one keep-alive TLS connection for the whole provisioning
@@ -19,7 +19,7 @@ import (
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
-// Defaults filled in by New for zero Config fields (protocol.md §1.1).
+// Defaults filled in by New for zero Config fields (docs/protocol.md §1.1).
 const (
 	DefaultHostname  = "provisioning-http.nrfcloud.com"
 	DefaultPort      = 443
@@ -27,7 +27,7 @@ const (
 	DefaultUserAgent = "provisiond"
 )
 
-// Paths of the device API (protocol.md §1.2, §1.3).
+// Paths of the device API (docs/protocol.md §1.2, §1.3).
 const (
 	commandsPath = "/v1/provisioning/commands"
 	responsePath = "/v1/provisioning/response"

@@ -42,7 +42,7 @@ var (
 	})
 	// responseDecMode decodes one response element at a time (the top-level array is walked
 	// by hand so the count limit applies before anything is allocated). Indefinite lengths
-	// are allowed: a device built without ZCBOR_CANONICAL sends them (protocol.md §3.3).
+	// are allowed: a device built without ZCBOR_CANONICAL sends them (docs/protocol.md §3.3).
 	responseDecMode = mustDecMode(cbor.DecOptions{
 		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
 		MaxNestedLevels:    4,

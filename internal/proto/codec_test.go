@@ -226,7 +226,7 @@ func TestEncodeRefusals(t *testing.T) {
 }
 
 func TestEncodeResponsesBytes(t *testing.T) {
-	// Each row is one response kind, written out from protocol.md §3.3 by hand.
+	// Each row is one response kind, written out from docs/protocol.md §3.3 by hand.
 	tests := []struct {
 		name string
 		rs   []Response

@@ -9,7 +9,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// DecodeCommands decodes a command batch (protocol.md §3.1) as strictly as the device does:
+// DecodeCommands decodes a command batch (docs/protocol.md §3.1) as strictly as the device does:
 // definite lengths and minimal heads only, exactly 5/3/2 elements for AT/config/finished,
 // the right CBOR type in every position, a known type number and 1..maxCommands commands.
 // maxCommands <= 0 means DefaultMaxCommands; it is capped at MaxCommandsCeiling.
@@ -57,7 +57,7 @@ func scanCommands(data []byte, limit int) ([]Command, error) {
 		cmds = append(cmds, c)
 	}
 	if s.rest() > 0 {
-		// The device never looks past the top-level array (protocol.md §3.2). We refuse
+		// The device never looks past the top-level array (docs/protocol.md §3.2). We refuse
 		// instead: a conforming service never sends trailing bytes, and when they appear they
 		// signal a framing fault (two payloads glued together, a wrong length) that is safer
 		// to report than to execute around.
@@ -66,7 +66,7 @@ func scanCommands(data []byte, limit int) ([]Command, error) {
 	return cmds, nil
 }
 
-// commandLen is the element count of each command kind (protocol.md §3.1).
+// commandLen is the element count of each command kind (docs/protocol.md §3.1).
 func commandLen(k CommandKind) (uint64, bool) {
 	switch k {
 	case KindAT:
@@ -178,7 +178,7 @@ func (s *scanner) properties() ([]Property, error) {
 	return props, nil
 }
 
-// DecodeResponses decodes a response batch (protocol.md §3.3) tolerantly, as a server must:
+// DecodeResponses decodes a response batch (docs/protocol.md §3.3) tolerantly, as a server must:
 // definite or indefinite lengths and non-minimal heads are accepted (a device built without
 // ZCBOR_CANONICAL sends indefinite arrays). Element counts and types are still exact, the batch
 // holds 1..maxResponses responses (<= 0 means DefaultMaxCommands, the device's N), correlation
@@ -247,7 +247,7 @@ func decodeResponses(data []byte, limit int) ([]Response, error) {
 	return rs, nil
 }
 
-// responseLen is the element count of each response kind (protocol.md §3.3).
+// responseLen is the element count of each response kind (docs/protocol.md §3.3).
 func responseLen(k ResponseKind) (int, bool) {
 	switch k {
 	case KindError:

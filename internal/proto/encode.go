@@ -113,7 +113,7 @@ func commandWire(c Command) (any, error) {
 }
 
 // EncodeResponses encodes a response batch byte for byte as the device does with
-// ZCBOR_CANONICAL (vectors.md): definite lengths, minimal heads, no NUL terminators. It refuses
+// ZCBOR_CANONICAL (docs/vectors.md): definite lengths, minimal heads, no NUL terminators. It refuses
 // an empty batch, unknown kinds and text that is not UTF-8 (ErrInvalid); a caller holding raw
 // modem output should pass it through strings.ToValidUTF8 first.
 func EncodeResponses(rs []Response) ([]byte, error) {

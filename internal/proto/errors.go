@@ -9,11 +9,11 @@ import (
 var (
 	// ErrMalformed means the bytes are not a valid batch: bad CBOR, a non-canonical head where
 	// one is required, a wrong element count or type, an unknown type number, an empty batch or
-	// trailing bytes. The device answers such a batch with nothing (protocol.md §4.6, -EINVAL).
+	// trailing bytes. The device answers such a batch with nothing (docs/protocol.md §4.6, -EINVAL).
 	ErrMalformed = errors.New("malformed")
 	// ErrTooMany means a count is over a receive limit: commands per batch, ignore codes per AT
 	// command or pairs per config command. The device raises FAILED_TOO_MANY_COMMANDS for it
-	// (protocol.md §3.2, -ENOMEM). Returned inside a *LimitError.
+	// (docs/protocol.md §3.2, -ENOMEM). Returned inside a *LimitError.
 	ErrTooMany = errors.New("too many elements")
 	// ErrInvalid means a value handed to an encoder has no wire form: an unknown kind, text
 	// that is not UTF-8, an empty batch, or a batch mixing commands and responses.

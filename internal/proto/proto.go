@@ -1,5 +1,5 @@
 // Package proto holds the nRF Cloud provisioning protocol messages and their CBOR codec
-// (protocol.md §3): command batches (service → device) and response batches (device → service),
+// (docs/protocol.md §3): command batches (service → device) and response batches (device → service),
 // plus the JSON form used by the CLI and the simulated service's owner API.
 //
 // Every command and response is one flat CBOR array [correlation_id, type, fields...]. Command
@@ -11,7 +11,7 @@ package proto
 
 import "strconv"
 
-// CommandKind is the type number of a command (protocol.md §3.1).
+// CommandKind is the type number of a command (docs/protocol.md §3.1).
 type CommandKind uint64
 
 // Command type numbers.
@@ -34,7 +34,7 @@ func (k CommandKind) String() string {
 	return "command(" + strconv.FormatUint(uint64(k), 10) + ")"
 }
 
-// ResponseKind is the type number of a response (protocol.md §3.3).
+// ResponseKind is the type number of a response (docs/protocol.md §3.3).
 type ResponseKind uint64
 
 // Response type numbers.
@@ -61,7 +61,7 @@ func (k ResponseKind) String() string {
 	return "response(" + strconv.FormatUint(uint64(k), 10) + ")"
 }
 
-// Receive limits of the device (protocol.md §9).
+// Receive limits of the device (docs/protocol.md §9).
 const (
 	// DefaultMaxCommands is NRF_PROVISIONING_CBOR_RECORDS, the default `limit` of a fetch.
 	DefaultMaxCommands = 10
@@ -73,7 +73,7 @@ const (
 	// MaxProperties is the most key/value pairs of one config command.
 	MaxProperties = 10
 	// MaxIDLen is the longest correlation id accepted, in bytes. The device copies the id into
-	// a 46-byte buffer (a 36-char UUID, ".", 8 chars, NUL) without a length check (protocol.md
+	// a 46-byte buffer (a 36-char UUID, ".", 8 chars, NUL) without a length check (docs/protocol.md
 	// §12.13), so it holds at most 45 characters; ids seen from the service are ~38-40. We
 	// accept more so a slightly longer id does not stall provisioning, but not without bound.
 	MaxIDLen = 255
@@ -98,7 +98,7 @@ type Command struct {
 }
 
 // ATString returns the modem command the device builds for an AT command: "AT" + SetCommand +
-// "=" + Parameters. The "=" is always added, even when Parameters is empty (protocol.md §3.1).
+// "=" + Parameters. The "=" is always added, even when Parameters is empty (docs/protocol.md §3.1).
 func (c Command) ATString() string {
 	return "AT" + c.SetCommand + "=" + c.Parameters
 }

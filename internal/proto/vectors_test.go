@@ -13,7 +13,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the testdata/vectors/*.json golden files")
 
-// vector is one golden CBOR batch from testdata/vectors: D* come from ../shared/vectors.md,
+// vector is one golden CBOR batch from testdata/vectors: D* come from docs/vectors.md,
 // X* are our own additions, hand-built from the schema.
 type vector struct {
 	name string
@@ -61,7 +61,7 @@ const (
 	idD3 = "80b8095e-2714-459e-bd8b-3745d8410a18.f"
 )
 
-// wantVectors is what each golden vector means, written from vectors.md's "decoded" column.
+// wantVectors is what each golden vector means, written from docs/vectors.md's "decoded" column.
 var wantVectors = map[string]Batch{
 	"D1": {Responses: []Response{{ID: idD1, Kind: KindFinishedAck}}},
 	"D2": {Responses: []Response{{ID: idD2, Kind: KindError, CMEError: 4294967291,

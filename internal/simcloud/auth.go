@@ -10,11 +10,11 @@ import (
 	"github.com/provisiond/provisiond/internal/attest"
 )
 
-// authorize verifies a device JWT (protocol.md §5.1) and returns the device UUID from its
+// authorize verifies a device JWT (docs/protocol.md §5.1) and returns the device UUID from its
 // iss claim "<chip>.<uuid>". The token must be ES256, signed by the identity key registered
 // for that UUID, and the device must be claimed. exp and iat are checked against Config.Clock
 // with Config.ClockSkew leeway when present; a token without them is accepted, because the
-// modem leaves both out when asked for no expiry (modem.md §1.3) and the service cannot tell
+// modem leaves both out when asked for no expiry (docs/modem.md §1.3) and the service cannot tell
 // that from an old client. Every refusal is an *AuthError.
 func (s *Server) authorize(token string) (string, error) {
 	token = strings.TrimSpace(token)

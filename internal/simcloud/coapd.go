@@ -21,7 +21,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
-// CoAP resource paths (protocol.md §2.2).
+// CoAP resource paths (docs/protocol.md §2.2).
 const (
 	pathAuth     = "/p/auth-jwt"
 	pathCommands = "/p/cmd"

@@ -265,7 +265,7 @@ func (c *coapDevice) upload(body []byte) codes.Code {
 	return resp.Code()
 }
 
-// fakeModem executes command batches the way the device library does (protocol.md §4.1),
+// fakeModem executes command batches the way the device library does (docs/protocol.md §4.1),
 // with just enough of an nRF91 behind it for the jobs the simulator queues.
 type fakeModem struct {
 	dev   testDevice
@@ -337,7 +337,7 @@ func (m *fakeModem) at(t *testing.T, c proto.Command) string {
 	return "OK\r\n"
 }
 
-// runJob drives the session loop both transports share (protocol.md §1.5, §2.4) until no
+// runJob drives the session loop both transports share (docs/protocol.md §1.5, §2.4) until no
 // commands or FINISHED: fetch returns the batch after the cursor (empty when none), upload
 // sends a response batch.
 func runJob(t *testing.T, m *fakeModem, fetch func(after string) []byte, upload func(body []byte)) (rounds int) {

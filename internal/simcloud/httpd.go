@@ -24,7 +24,7 @@ func (s *Server) routes() http.Handler {
 	return m
 }
 
-// handleFetch serves GET /v1/provisioning/commands (protocol.md §1.2).
+// handleFetch serves GET /v1/provisioning/commands (docs/protocol.md §1.2).
 func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 	uuid, plan, ok := s.httpDevice(w, r, OpFetch)
 	if !ok {
@@ -63,7 +63,7 @@ func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 // httpOverhead is the size of everything around a 200 body of n bytes in the answer
 // handleFetch writes: status line, Content-Type, Content-Length, a "Connection: close" the
 // server adds when the client asked for it (counted always), and the blank line. The device
-// must fit all of it into rxMaxSize−1 bytes (protocol.md §1.2).
+// must fit all of it into rxMaxSize−1 bytes (docs/protocol.md §1.2).
 func httpOverhead(n int) int {
 	return len("HTTP/1.1 200 OK\r\n") +
 		len("Content-Type: application/cbor\r\n") +
@@ -72,7 +72,7 @@ func httpOverhead(n int) int {
 		len("\r\n")
 }
 
-// handleUpload serves POST /v1/provisioning/response (protocol.md §1.3).
+// handleUpload serves POST /v1/provisioning/response (docs/protocol.md §1.3).
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	uuid, _, ok := s.httpDevice(w, r, OpUpload)
 	if !ok {

@@ -18,7 +18,7 @@ import (
 const maxOwnerBody = 1 << 20
 
 // ownerRoutes registers the owner-side REST API. Paths and shapes follow the nRF Cloud
-// Provisioning Service (modem.md §3) under /v1/; simulator-only controls live under /v1/sim/.
+// Provisioning Service (docs/modem.md §3) under /v1/; simulator-only controls live under /v1/sim/.
 // Every route needs "Authorization: Bearer <Config.APIKey>".
 func (s *Server) ownerRoutes(m *http.ServeMux) {
 	h := func(pattern string, f http.HandlerFunc) { m.Handle(pattern, s.requireAPIKey(f)) }

@@ -167,7 +167,7 @@ func TestHTTPAnswerFitsRx(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			// What the device sends (protocol.md §1.2), Connection: close included.
+			// What the device sends (docs/protocol.md §1.2), Connection: close included.
 			fmt.Fprintf(conn, "GET /v1/provisioning/commands?after=&rxMaxSize=%d&txMaxSize=2048&mver=m&cver=c&limit=10 HTTP/1.1\r\n"+
 				"Host: provisioning-http\r\nAccept: application/cbor\r\nAuthorization: Bearer %s\r\nContent-Type: */*\r\n"+
 				"User-Agent: test\r\nConnection: close\r\n\r\n", rx, dev.jwt(t))

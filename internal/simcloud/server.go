@@ -1,14 +1,14 @@
 // Package simcloud is a simulated nRF Cloud Provisioning Service for tests, demos and
 // development without the cloud. It serves the device side over HTTPS
 // (GET /v1/provisioning/commands, POST /v1/provisioning/response) and CoAP over DTLS 1.2
-// (POST /p/auth-jwt, GET /p/cmd, POST /p/rsp) exactly as protocol.md §1–§3 describe, and an
+// (POST /p/auth-jwt, GET /p/cmd, POST /p/rsp) exactly as docs/protocol.md §1–§3 describe, and an
 // owner-side JSON API on the HTTPS server shaped like the real service's REST API (claim a
 // device by attestation token, queue provisioning commands, read their status). Both
 // listeners use a certificate issued by a CA the simulator generates and writes to
 // Config.StateDir, so clients can be pointed at it with a ca_file setting.
 //
 // The service side is stateful: a registry of device identity keys (RegisterDevice), claims,
-// a per-device command queue with the cursor semantics of protocol.md §4.1, and a record of
+// a per-device command queue with the cursor semantics of docs/protocol.md §4.1, and a record of
 // every uploaded response. Fault injection (SetFault) makes either transport misbehave on
 // purpose. A Server is safe for concurrent use; Close stops every goroutine it started.
 //

@@ -456,7 +456,7 @@ func (s *Server) deviceLocked(uuid string, mustBeClaimed bool) (*device, error) 
 	return d, nil
 }
 
-// fetchParams are the query parameters of a fetch (protocol.md §1.2 / §2.2).
+// fetchParams are the query parameters of a fetch (docs/protocol.md §1.2 / §2.2).
 type fetchParams struct {
 	after      string
 	rxMaxSize  int // 0: not given, no size bound
@@ -607,7 +607,7 @@ func tooManyBatch(cands []*command, limit int) ([]byte, error) {
 }
 
 // indefinite rewrites a canonical batch so that its outer array has indefinite length
-// (0x9f … 0xff): the same data, which a strict device decoder rejects (protocol.md §3.2).
+// (0x9f … 0xff): the same data, which a strict device decoder rejects (docs/protocol.md §3.2).
 func indefinite(b []byte) []byte {
 	if len(b) == 0 {
 		return b
@@ -682,7 +682,7 @@ func (s *Server) resolveLocked(d *device, r proto.Response, now time.Time) {
 	}
 }
 
-// dropAfter fails every open command after queue index i (protocol.md §4.1: the service
+// dropAfter fails every open command after queue index i (docs/protocol.md §4.1: the service
 // drops the failed command and every later one).
 func (d *device) dropAfter(i int, now time.Time) {
 	failed := d.queue[i].wire.ID

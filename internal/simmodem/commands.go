@@ -13,7 +13,7 @@ import (
 	"github.com/provisiond/provisiond/internal/attest"
 )
 
-// CME error codes the simulator answers (modem.md §1.1–1.3).
+// CME error codes the simulator answers (docs/modem.md §1.1–1.3).
 const (
 	CMEIncorrectParams = 50
 	CMENotFound        = 513
@@ -204,7 +204,7 @@ func execOnly(c atCmd, line string) reply {
 	return okReply(line)
 }
 
-// active reports +CFUN modes in which credential writes are refused (modem.md §1.1).
+// active reports +CFUN modes in which credential writes are refused (docs/modem.md §1.1).
 func active(cfun int) bool { return cfun == 1 || cfun == 2 || cfun == 21 }
 
 func (m *Modem) cmdCFUN(c atCmd) reply {

@@ -19,7 +19,7 @@ var (
 	// ErrNoCommands means the service has nothing queued (HTTP 204, CoAP 2.05 with an empty payload).
 	ErrNoCommands = errors.New("no commands")
 	// ErrNotClaimed means the service does not know the device as claimed (HTTP 401/403,
-	// CoAP 4.01/4.03; see the transports for why 403 counts, protocol.md §12.7).
+	// CoAP 4.01/4.03; see the transports for why 403 counts, docs/protocol.md §12.7).
 	ErrNotClaimed = errors.New("device not claimed")
 	// ErrBadRequest means the service rejected the request (HTTP 400, CoAP 4.00/4.06).
 	ErrBadRequest = errors.New("bad request")
@@ -86,7 +86,7 @@ func ReadDetail(body io.Reader) string {
 }
 
 // Backoff reports whether err is an outcome after which the scheduler backs off
-// (busy or timeout, protocol.md §4.7) instead of waiting a normal interval.
+// (busy or timeout, docs/protocol.md §4.7) instead of waiting a normal interval.
 func Backoff(err error) bool {
 	return errors.Is(err, ErrBusy) || errors.Is(err, ErrTimeout)
 }

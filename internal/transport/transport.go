@@ -4,7 +4,7 @@
 package transport
 
 // FetchRequest is one "give me the next batch" request. The fields map one to one onto the
-// query parameters of protocol.md §1.2 (HTTP) and §2.2 (CoAP).
+// query parameters of docs/protocol.md §1.2 (HTTP) and §2.2 (CoAP).
 type FetchRequest struct {
 	// After is the cursor: the correlation id of the last command processed, empty on first run.
 	After string
@@ -22,7 +22,7 @@ type FetchRequest struct {
 	JWT string
 }
 
-// Device-library defaults for the size fields of a FetchRequest (protocol.md §7, §9).
+// Device-library defaults for the size fields of a FetchRequest (docs/protocol.md §7, §9).
 const (
 	DefaultRxMaxSize = 1024 // NRF_PROVISIONING_RX_BUF_SZ
 	DefaultTxMaxSize = 2048 // NRF_PROVISIONING_TX_BUF_SZ

@@ -24,7 +24,7 @@ var Realistic = Job{Name: "realistic", Reqs: testbed.RealisticJob, AT: 4, Batche
 
 // Batch10 is a 10-command batch: eight AT commands (an IMEI read, two credential lists and
 // five deletes of absent credentials with CME 513 ignored), a config command and FINISHED.
-// An AT command always goes out as "AT" + command + "=" + parameters (protocol.md §4.3), so
+// An AT command always goes out as "AT" + command + "=" + parameters (docs/protocol.md §4.3), so
 // only commands with parameters can be queued.
 var Batch10 = Job{Name: "batch10", Reqs: batch10, AT: 8, Batches: 1}
 
@@ -38,8 +38,8 @@ func batch10() []simcloud.Request {
 }
 
 // MinimumAT is the fewest AT commands an attempt of j can send on a modem that starts each
-// batch with CMEE 0 and online (+CFUN=1), keeping the per-batch rules of protocol.md §4.1 and
-// design.md: per batch, read CMEE and set it to 1, read the mode and set +CFUN=4, and restore
+// batch with CMEE 0 and online (+CFUN=1), keeping the per-batch rules of docs/protocol.md §4.1 and
+// docs/design.md: per batch, read CMEE and set it to 1, read the mode and set +CFUN=4, and restore
 // both afterwards (6 commands); jwts JWTs (one per attempt; none when the previous attempt's
 // JWT is still valid, it lives 300 s). AT%CCLK? and AT%ATTESTTOKEN are not needed by the job
 // and not counted. A daemon start (run --once) adds %SHORTSWVER (mver) and the root-CA check.

@@ -481,7 +481,7 @@ var requestsPer3Batches = map[string]int{"http": 6, "coap": 9}
 // runJob drives the device side until FINISHED is acknowledged or nothing is left, answering
 // every command with success, limit commands per batch. It returns the batches handled.
 //
-// It uses one JWT for the whole attempt, as the device does over CoAP (protocol.md §5.1): a
+// It uses one JWT for the whole attempt, as the device does over CoAP (docs/protocol.md §5.1): a
 // new JWT would make the CoAP session authenticate again before every upload.
 func runJob(t testing.TB, u uplink, d device, limit int) (batches int, finished bool) {
 	t.Helper()
