@@ -1,7 +1,7 @@
 // Command scale provisions many simulated modems at once, one provisiond `run --once` per
-// modem, against one simulated Provisioning Service: the factory bench of docs/design.md ("a
-// factory bench with dozens of modems on USB hubs runs one template instance per port, all on
-// one host"). Each daemon has its own config, state folder and control socket; each modem is
+// modem, against one simulated Provisioning Service: the factory bench of docs/design.md
+// ("Scale": dozens of modems on USB hubs attached to one host, one template instance per
+// port). Each daemon has its own config, state folder and control socket; each modem is
 // served on its own pty and gets the realistic job (a client certificate by %KEYGEN, an
 // interval, FINISHED). It checks that every daemon exits 0 with DONE, every job succeeded,
 // every modem holds its new certificate and is back in its mode, and prints the wall time,

@@ -37,7 +37,7 @@ func newPTYModem(t *testing.T, script map[string]string) *ptyModem {
 		t.Skipf("no pty: %v", err)
 	}
 	// pty.Open leaves the master in blocking mode, and closing a blocking *os.File does not
-	// end a Read in progress (modules.md §a). A non-blocking dup goes through the poller.
+	// end a Read in progress. A non-blocking dup goes through the poller.
 	nfd, err := syscall.Dup(int(m.Fd()))
 	if err != nil {
 		t.Fatal(err)

@@ -297,10 +297,10 @@ func findCredential(creds []atmodem.Credential, tag, typ int) *atmodem.Credentia
 }
 
 // rootCAHashMatches compares the hash a modem lists for a credential with the PEM written.
-// Assumption (docs/modem.md §1.1 says only "the SHA-256 of the entity as stored"): the modem hashes
-// the content exactly as written between the quotes of %CMNG. As that is not verified on
-// hardware, the same text with CRLF line ends, without its final line end, and the
-// certificate's DER are accepted too; anything else is a mismatch.
+// Assumption (docs/modem.md §1.1: the SHA-256 of the credential as stored, over which bytes is
+// not documented): the modem hashes the content exactly as written between the quotes of
+// %CMNG. As that is not verified on hardware, the same text with CRLF line ends, without its
+// final line end, and the certificate's DER are accepted too; anything else is a mismatch.
 func rootCAHashMatches(listed, pemText string) bool {
 	candidates := []string{
 		pemText,

@@ -91,7 +91,7 @@ func (p *PTY) plugLocked() error {
 }
 
 // openRawPTY opens a pty pair and returns a non-blocking master (so Close unblocks a
-// pending Read, see modules.md §a) and the slave in raw mode.
+// pending Read, which it does not do on a blocking *os.File) and the slave in raw mode.
 func openRawPTY() (master, slave *os.File, err error) {
 	m, s, err := pty.Open()
 	if err != nil {
