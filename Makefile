@@ -32,7 +32,8 @@ vet:
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) $(PKGS)
 
-# Every test under the race detector, with coverage; the gate holds the floors the issues set.
+# Every test under the race detector, with coverage; scripts/coverage-gate.sh then holds the
+# per-package coverage floors.
 unit:
 	@mkdir -p $(BIN)
 	set -o pipefail; $(GO) test -race -count=1 -cover $(PKGS) 2>&1 | tee $(BIN)/unit.out
@@ -55,7 +56,8 @@ TRANSPORT ?= http
 demo: build
 	$(BIN)/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
 
-# Issue 7 figures (BENCHMARKS.md); they take minutes and are not part of `make test`.
+# The figures of BENCHMARKS.md §4 (cost per attempt, idle, memory, scale, soak); they take
+# minutes and are not part of `make test`.
 SOAK_N ?= 1000
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 100x -count 3 ./bench/attempt
@@ -69,5 +71,5 @@ soak: build
 clean:
 	rm -rf $(BIN) dist
 
-# Debian package and deployment checks (issue 6): make deb, make deploy-check.
+# Debian package and deployment checks: make deb, make deploy-check.
 include deploy/Makefile.inc

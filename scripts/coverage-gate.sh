@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fails when a package's statement coverage, as printed by `go test -cover`, is under the floor
-# its issue sets (issue 3: atmodem 80 %; issue 4: each transport 75 %).
+# Fails when a package's statement coverage, as printed by `go test -cover`, is under its floor:
+# 80 % for the AT modem driver (internal/atmodem), 75 % for each transport.
 # Usage: scripts/coverage-gate.sh GO_TEST_OUTPUT_FILE
 set -euo pipefail
 out="$1"

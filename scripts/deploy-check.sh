@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI checks for running provisiond on a gateway (issue 6):
+# CI checks for running provisiond on a gateway:
 #   1. the example config passes `provisiond config check`;
 #   2. both systemd units pass `systemd-analyze verify` with no message at all, and
 #      `systemd-analyze security --offline=yes` rates each at an exposure of 2.0 or lower;
