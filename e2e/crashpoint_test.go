@@ -564,7 +564,7 @@ func cpCheckInvariants(t *testing.T, ctx context.Context, b *testbed.Bed, inv cp
 		t.Errorf("modem mode %d after the last run, want %d", got, mode)
 	}
 	if got := b.Modem().CMEE(); got != 0 {
-		// Known gap, not failed on (see the report of issue 7): the daemon restores CMEE
+		// Known gap, not failed on: the daemon restores CMEE
 		// after a batch but does not persist the value it replaced, so a kill between
 		// AT+CMEE=1 and its restore leaves numeric CME errors on for the modem's other users.
 		t.Logf("KNOWN ISSUE: modem CMEE %d after the last run, was 0 before the kill", got)

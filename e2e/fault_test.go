@@ -1,6 +1,6 @@
 package e2e
 
-// The fault matrix (issue 7): every fault is injected into a real run of the built daemon
+// The fault matrix: every fault is injected into a real run of the built daemon
 // against the simulated modem and service, and each test ends with the same invariants:
 //   - no executed command unreported: every command of the service's queue that reached the
 //     modem has a response recorded by the service;
