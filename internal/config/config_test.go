@@ -18,7 +18,8 @@ var update = flag.Bool("update", false, "rewrite configs/provisiond.yaml from th
 
 const examplePath = "../../configs/provisiond.yaml"
 
-// TestDefaults pins the defaults of issue 5 §3 and docs/design.md independently of the table.
+// TestDefaults pins the documented defaults independently of the table: the device library's
+// where it has one (docs/protocol.md §7), the host-only choices of docs/design.md otherwise.
 func TestDefaults(t *testing.T) {
 	want := &Config{
 		Modem: ModemConfig{Port: "", Baud: 115200, FlowControl: "rtscts", LineEnding: "crlf",

@@ -116,9 +116,9 @@ func (k *crashKV) freeze() {
 // TestCrashPoints kills the daemon (a panic after freezing the store and the modem, so no
 // deferred code can write anything, as with SIGKILL) at every store write, before and after
 // it lands, after every AT command, and after every accepted upload; then starts a new daemon
-// on what the store holds and the same modem, and checks the invariants of issue 7: no
-// executed command unreported, none executed twice, nothing reported as done that did not
-// run, the modem's mode restored, and no daemon state left behind.
+// on what the store holds and the same modem, and checks the crash-safety invariants of
+// docs/design.md: no executed command unreported, none executed twice, nothing reported as
+// done that did not run, the modem's mode restored, and no daemon state left behind.
 func TestCrashPoints(t *testing.T) {
 	cmds := []proto.Command{
 		at("a1", "%A1", ""), config("c1", "provisioning/k1", "v1"), at("a2", "%A2", ""),

@@ -12,8 +12,8 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// The JSON form (issue 2 §4) is one object per command or response, its fields in a fixed
-// order and config properties in wire order:
+// The JSON form, which the CLI and the simulated service's owner API share, is one object per
+// command or response, its fields in a fixed order and config properties in wire order:
 //
 //	{"id":"c1","type":"at","command":"%CMNG","parameters":"3,42,0","ignore_cme_errors":[513]}
 //	{"id":"c2","type":"config","properties":{"provisioning/interval-sec":"3600"}}
