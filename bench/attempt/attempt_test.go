@@ -9,7 +9,7 @@ import (
 	"github.com/provisiond/provisiond/internal/testbed"
 )
 
-// TestJobCost checks the count targets of issue 7 on both transports: one handshake per
+// TestJobCost checks the cost targets on both transports: one handshake per
 // attempt, the job done, and no more than 1.1 times the AT commands the job needs. The
 // first attempt also writes the root CA and sets the clock, so the second one is judged.
 func TestJobCost(t *testing.T) {

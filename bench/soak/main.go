@@ -1,6 +1,6 @@
 // Command soak runs the built provisiond for many consecutive attempts with random faults
-// against the simulators of internal/testbed, and checks the invariants of issue 7 after
-// every round:
+// against the simulators of internal/testbed, and checks the crash-safety invariants of
+// docs/design.md after every round:
 //
 //   - the daemon is alive (never restarted by the soak);
 //   - the settings file loads and, once the round has settled, holds no pending journal or
