@@ -236,8 +236,8 @@ func statusKind(op string, code int) error {
 		// unclaimed gateway would fail with no hint at all.
 		return transport.ErrNotClaimed
 	case http.StatusInternalServerError, http.StatusServiceUnavailable:
-		// The device backs off on 500 only; 503 means the same thing to any HTTP client, and
-		// backing off on it is what the issue asks of the host.
+		// The device backs off on 500 only; 503 means the same thing to any HTTP client, so the
+		// host backs off on both, as it does on CoAP 5.00 and 5.03 (docs/design.md).
 		return transport.ErrBusy
 	default:
 		return transport.ErrUnsupported
