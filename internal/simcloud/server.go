@@ -93,6 +93,8 @@ type Server struct {
 
 	mu       sync.Mutex // guards everything below
 	devices  map[string]*device
+	tags     []ProvisioningTag // in creation order
+	rules    []*rule           // in creation order
 	faults   []Fault
 	sessions map[mux.Conn]string // DTLS session → device UUID bound by /p/auth-jwt
 	started  bool
