@@ -174,7 +174,7 @@ func TestOwnerJobFailureMessage(t *testing.T) {
 			for i, want := range []struct{ typ, msg string }{{typ, "514"}, {"finished", "dropped"}} {
 				st, b := ownerRaw(t, s, c, "GET", base+"/"+ids[i], nil, nil)
 				var got struct {
-					Status   Status                       `json:"status"`
+					Status   Status `json:"status"`
 					Response map[string]struct {
 						Message string  `json:"message"`
 						CSR     *string `json:"csr"`
