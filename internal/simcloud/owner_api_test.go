@@ -293,8 +293,8 @@ func TestOwnerBulkClaim(t *testing.T) {
 					[]string{st.devs[0].token(t)}, []string{st.devs[1].token(t), "x", "y"})
 			}, status: 200, claimed: 1, failed: []int{2, 3, 4, 5}},
 		{name: "no row claimed", hdr: map[string]string{"contentType": "text/csv"},
-			body:   func(t *testing.T, st setup) []byte { return csvRows([]string{"garbage"}) },
-			status: 400, failed: []int{1}},
+			body:   func(t *testing.T, st setup) []byte { return csvRows([]string{"garbage"}, []string{"", "tag"}) },
+			status: 400, failed: []int{1, 2}},
 		{name: "malformed csv", hdr: map[string]string{"contentType": "text/csv"},
 			body: func(t *testing.T, st setup) []byte { return []byte("\"unterminated\n") }, status: 400},
 		{name: "too many rows", hdr: map[string]string{"contentType": "text/csv"},

@@ -203,9 +203,13 @@ func (s *Server) ClaimCSV(body []byte) (BulkClaim, error) {
 	}
 	res := BulkClaim{ClaimedIDs: []string{}, Failed: []BulkFailure{}}
 	for i, row := range rows {
-		if len(row) < 1 || len(row) > 2 || strings.TrimSpace(row[0]) == "" {
+		if len(row) < 1 || len(row) > 2 {
 			res.Failed = append(res.Failed, BulkFailure{Row: i + 1,
-				Reason: fmt.Sprintf("want \"<claim token>\" or \"<claim token>\",\"<tags>\", got %d field(s)", len(row))})
+				Reason: fmt.Sprintf("want \"<claim token>\" or \"<claim token>\",\"<tags>\", got %d fields", len(row))})
+			continue
+		}
+		if strings.TrimSpace(row[0]) == "" {
+			res.Failed = append(res.Failed, BulkFailure{Row: i + 1, Reason: "empty claim token"})
 			continue
 		}
 		var tags []string
