@@ -350,7 +350,7 @@ func (s *Server) Unclaim(uuid string) error {
 		return err
 	}
 	d.claimed, d.claimedAt, d.finishedAt = false, time.Time{}, time.Time{}
-	d.jobs, d.queue, d.cloudKey = nil, nil, nil
+	d.jobs, d.queue, d.cloudKey, d.tags = nil, nil, nil, []string{}
 	return nil
 }
 
