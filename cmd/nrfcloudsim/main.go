@@ -5,7 +5,9 @@
 //	            [--device UUID=PUBKEY.pem ...] [--api-key KEY]
 //
 // It prints "https: host:port", "coap: host:port" and "ca: path" lines once listening, and
-// serves until SIGINT or SIGTERM.
+// serves until SIGINT or SIGTERM. The owner API (claims, bulk CSV claims, provisioning
+// commands, tags and rules) and the simulator's own controls are on the HTTPS port; see
+// docs/simulators.md.
 package main
 
 import (

@@ -26,7 +26,7 @@ func TestDefaults(t *testing.T) {
 			CommandTimeout: 10 * time.Second, SetClockFromHost: true, ProvisionRootCA: true,
 			RootCASecTag: 189298, JWTSecTag: 0, JWTValidTime: 300 * time.Second, TraceAT: false},
 		Provisioning: ProvisioningConfig{Transport: "http", AutoStart: true, Interval: 24 * time.Hour,
-			Spread: 0, InitialBackoff: 60 * time.Second, RxBufSize: 1024, TxBufSize: 2048, MaxCommands: 10,
+			Spread: 0, InitialBackoff: 60 * time.Second, RxBufSize: 8192, TxBufSize: 49152, MaxCommands: 10,
 			Uplink: "host", OnFinished: "none", OnFinishedExec: "", HooksDir: "/etc/provisiond/hooks.d"},
 		HTTP:    HTTPConfig{Hostname: "provisioning-http.nrfcloud.com", Port: 443, Timeout: 30 * time.Second},
 		CoAP:    CoAPConfig{Hostname: "coap.nrfcloud.com", Port: 5684, Timeout: 30 * time.Second, DTLSSessionCache: true},

@@ -20,6 +20,10 @@ var (
 	ErrQueueFull = errors.New("too many queued provisioning commands")
 	// ErrUnknownJob means no job with that id exists for the device.
 	ErrUnknownJob = errors.New("provisioning command not found")
+	// ErrAlreadyExists means a provisioning tag of that name exists already.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrUnknownRule means no provisioning rule with that id exists.
+	ErrUnknownRule = errors.New("provisioning rule not found")
 	// ErrJobStarted means a job can no longer be discarded because the device has seen it.
 	ErrJobStarted = errors.New("provisioning command already delivered")
 	// ErrClosed means the server was closed.

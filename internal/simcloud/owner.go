@@ -1,12 +1,14 @@
 package simcloud
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -30,6 +32,12 @@ func (s *Server) ownerRoutes(m *http.ServeMux) {
 	h("GET /v1/claimed-devices/{id}/provisioning", s.ownerListJobs)
 	h("GET /v1/claimed-devices/{id}/provisioning/{job}", s.ownerGetJob)
 	h("DELETE /v1/claimed-devices/{id}/provisioning/{job}", s.ownerDiscardJob)
+	h("GET /v1/provisioning/tags", s.ownerListTags)
+	h("POST /v1/provisioning/tags", s.ownerCreateTag)
+	h("GET /v1/provisioning-rules", s.ownerListRules)
+	h("POST /v1/provisioning-rules", s.ownerCreateRule)
+	h("GET /v1/provisioning-rules/{id}", s.ownerGetRule)
+	h("DELETE /v1/provisioning-rules/{id}", s.ownerDeleteRule)
 
 	h("GET /v1/sim/devices", s.simListDevices)
 	h("PUT /v1/sim/devices/{id}", s.simRegister)
@@ -57,19 +65,37 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrNotClaimed), errors.Is(err, ErrUnknownJob):
+	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrNotClaimed), errors.Is(err, ErrUnknownJob),
+		errors.Is(err, ErrUnknownRule):
 		return http.StatusNotFound
-	case errors.Is(err, ErrAlreadyClaimed), errors.Is(err, ErrQueueFull), errors.Is(err, ErrJobStarted):
+	case errors.Is(err, ErrAlreadyClaimed), errors.Is(err, ErrQueueFull), errors.Is(err, ErrJobStarted),
+		errors.Is(err, ErrAlreadyExists):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
 
 func decodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxOwnerBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxOwnerBody+1))
+	if err != nil {
+		return fmt.Errorf("request body: %w: %w", ErrInvalid, err)
+	}
+	return decodeJSONBytes(body, v)
+}
+
+// decodeJSONBytes decodes one JSON value, refusing unknown fields (so a misspelt or
+// unsupported request type is an error, not an empty request) and anything after the value.
+func decodeJSONBytes(body []byte, v any) error {
+	if len(body) > maxOwnerBody {
+		return fmt.Errorf("request body: over %d bytes: %w", maxOwnerBody, ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("request body: %w: %w", ErrInvalid, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("request body: data after the JSON value: %w", ErrInvalid)
 	}
 	return nil
 }
@@ -80,14 +106,33 @@ type claimBody struct {
 }
 
 // ownerClaim: POST /v1/claimed-devices {"claimToken": "<attest>.<cose>", "tags": [...]}
-// → 201 device; with ?dryrun=true → 202 and no change.
+// → 201 device; with ?dryrun=true → 202 and no change. A CSV body is a bulk claim.
 func (s *Server) ownerClaim(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxOwnerBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return
+	}
+	dry := false
+	if q := r.URL.Query().Get("dryrun"); q != "" {
+		if dry, err = strconv.ParseBool(q); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("dryrun=%q: want true or false: %w", q, ErrInvalid))
+			return
+		}
+	}
+	if isCSV(r, body) {
+		if dry {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("dryrun applies to a single JSON claim, not a CSV bulk claim: %w", ErrInvalid))
+			return
+		}
+		s.ownerBulkClaim(w, body)
+		return
+	}
 	var b claimBody
-	if err := decodeJSON(r, &b); err != nil {
+	if err := decodeJSONBytes(body, &b); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	dry, _ := strconv.ParseBool(r.URL.Query().Get("dryrun"))
 	d, err := s.claim(b.ClaimToken, b.Tags, dry)
 	if err != nil {
 		writeError(w, statusOf(err), err)
@@ -98,6 +143,38 @@ func (s *Server) ownerClaim(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusAccepted
 	}
 	writeJSON(w, status, d)
+}
+
+// isCSV says whether a claim body is a bulk CSV. Nordic's client names the media type in a
+// header called "contentType" rather than Content-Type, so a body that is not a JSON object
+// counts as CSV too.
+func isCSV(r *http.Request, body []byte) bool {
+	for _, h := range []string{"Content-Type", "contentType"} {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get(h)); err == nil && mt == "text/csv" {
+			return true
+		}
+	}
+	t := bytes.TrimSpace(body)
+	return len(t) > 0 && t[0] != '{'
+}
+
+// ownerBulkClaim answers a CSV bulk claim: 201 when every row was claimed, 200 when some
+// were, 400 when none was or the CSV itself is malformed.
+func (s *Server) ownerBulkClaim(w http.ResponseWriter, body []byte) {
+	res, err := s.ClaimCSV(body)
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	status := http.StatusCreated
+	switch {
+	case len(res.ClaimedIDs) == 0:
+		status = http.StatusBadRequest
+		res.Code, res.Message = status, "no device claimed"
+	case len(res.Failed) > 0:
+		status = http.StatusOK
+	}
+	writeJSON(w, status, res)
 }
 
 type list[T any] struct {
@@ -329,4 +406,75 @@ func (s *Server) simClearFaults(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) simCA(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Write(s.CAPEM())
+}
+
+func (s *Server) ownerListTags(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, newList(s.Tags()))
+}
+
+// ownerCreateTag: POST /v1/provisioning/tags {"tag": "...", "description": "..."} → 201 tag.
+func (s *Server) ownerCreateTag(w http.ResponseWriter, r *http.Request) {
+	var b struct {
+		Tag         string `json:"tag"`
+		Description string `json:"description"`
+	}
+	if err := decodeJSON(r, &b); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	t, err := s.CreateTag(b.Tag, b.Description)
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *Server) ownerListRules(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, newList(s.Rules()))
+}
+
+// ownerCreateRule: POST /v1/provisioning-rules {"name", "description", "active",
+// "commands": [{"request": {...}}], "tags": [...]} → 201 rule.
+func (s *Server) ownerCreateRule(w http.ResponseWriter, r *http.Request) {
+	var b struct {
+		Name        string        `json:"name"`
+		Description string        `json:"description"`
+		Active      *bool         `json:"active"`
+		Commands    []RuleCommand `json:"commands"`
+		Tags        []string      `json:"tags"`
+	}
+	if err := decodeJSON(r, &b); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if b.Active == nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("provisioning rule: \"active\" missing: %w", ErrInvalid))
+		return
+	}
+	rule, err := s.CreateRule(Rule{Name: b.Name, Description: b.Description, Active: *b.Active, Commands: b.Commands, Tags: b.Tags})
+	if err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, rule)
+}
+
+func (s *Server) ownerGetRule(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	for _, rule := range s.Rules() {
+		if rule.ID == id {
+			writeJSON(w, http.StatusOK, rule)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Errorf("provisioning rule %s: %w", id, ErrUnknownRule))
+}
+
+func (s *Server) ownerDeleteRule(w http.ResponseWriter, r *http.Request) {
+	if err := s.DeleteRule(r.PathValue("id")); err != nil {
+		writeError(w, statusOf(err), err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

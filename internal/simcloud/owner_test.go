@@ -64,6 +64,9 @@ func TestOwnerClaim(t *testing.T) {
 	if st := owner(t, s, c, "DELETE", "/v1/claimed-devices/"+dev.uuid, key, nil, nil); st != 204 {
 		t.Errorf("unclaim = %d", st)
 	}
+	if d, err := s.Device(dev.uuid); err != nil || d.Claimed || len(d.Tags) != 0 {
+		t.Errorf("unclaimed device %+v %v: want no claim and no tags", d, err)
+	}
 	if st := owner(t, s, c, "DELETE", "/v1/claimed-devices/"+dev.uuid, key, nil, nil); st != 404 {
 		t.Errorf("second unclaim = %d, want 404", st)
 	}

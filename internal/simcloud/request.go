@@ -37,6 +37,9 @@ type Request struct {
 	CertificateSigningRequest *CSRRequest `json:"certificateSigningRequest,omitempty"`
 	// ClientPrivateKeyGeneration generates a client key and records its public key.
 	ClientPrivateKeyGeneration *KeyGenerationRequest `json:"clientPrivateKeyGeneration,omitempty"`
+	// CloudAccessKeyGeneration generates a key pair whose public key the service registers
+	// for the device's JWT access to the cloud, and records the CSR the device returns.
+	CloudAccessKeyGeneration *KeyGenerationRequest `json:"cloudAccessKeyGeneration,omitempty"`
 }
 
 // ATRequest is a raw AT command. Command is the set command without the "AT" prefix, e.g.
@@ -122,6 +125,8 @@ func (r Request) Type() string {
 		return "certificateSigningRequest"
 	case r.ClientPrivateKeyGeneration != nil:
 		return "clientPrivateKeyGeneration"
+	case r.CloudAccessKeyGeneration != nil:
+		return "cloudAccessKeyGeneration"
 	}
 	return ""
 }
@@ -129,7 +134,8 @@ func (r Request) Type() string {
 func (r Request) count() int {
 	n := 0
 	for _, set := range []bool{r.ATRequest != nil, r.Config != nil, r.Finished != nil, r.ClientCertificate != nil,
-		r.ServerCertificate != nil, r.CertificateSigningRequest != nil, r.ClientPrivateKeyGeneration != nil} {
+		r.ServerCertificate != nil, r.CertificateSigningRequest != nil, r.ClientPrivateKeyGeneration != nil,
+		r.CloudAccessKeyGeneration != nil} {
 		if set {
 			n++
 		}
@@ -211,6 +217,14 @@ func (r Request) plan() ([]planned, error) {
 		return []planned{
 			at("e.s", rolePre, "%CMNG", fmt.Sprintf("3,%d,2", tag), cmeNotFound),
 			at("e", roleMain, "%KEYGEN", kg),
+		}, nil
+	case r.CloudAccessKeyGeneration != nil:
+		// A CSR rather than a bare public key: the service registers the key from it and the
+		// owner can have a device certificate issued for the same key.
+		tag := secTag(r.CloudAccessKeyGeneration.SecTag)
+		return []planned{
+			at("e.s", rolePre, "%CMNG", fmt.Sprintf("3,%d,2", tag), cmeNotFound),
+			at("e", roleMain, "%KEYGEN", fmt.Sprintf("%d,2,0", tag)),
 		}, nil
 	default:
 		tag := secTag(r.ClientPrivateKeyGeneration.SecTag)

@@ -12,18 +12,25 @@
 // every uploaded response. Fault injection (SetFault) makes either transport misbehave on
 // purpose. A Server is safe for concurrent use; Close stops every goroutine it started.
 //
-// Owner API (JSON, "Authorization: Bearer <Config.APIKey>"), each route backed by a Go method:
+// Owner API (JSON, "Authorization: Bearer <Config.APIKey>"), each route backed by a Go method;
+// docs/simulators.md has an example of each:
 //
 //	POST   /v1/claimed-devices                       {"claimToken": "<attest>.<cose>", "tags": [...]}
 //	                                                 → 201 device (?dryrun=true → 202)   Claim
+//	POST   /v1/claimed-devices                       CSV rows "<token>"[,"<tag,tag>"]
+//	                                                 → 201/200 {"claimedIds", "failed"}    ClaimCSV
 //	GET    /v1/claimed-devices                       → {"items": [device], "total": n}
 //	GET    /v1/claimed-devices/{uuid}                → device                             Device
 //	DELETE /v1/claimed-devices/{uuid}                → 204                                Unclaim
 //	POST   /v1/claimed-devices/{uuid}/provisioning   {"description": "...", "request": {"<type>": {...}}}
 //	                                                 → 201 {"id": "<job id>"}             Enqueue
 //	GET    /v1/claimed-devices/{uuid}/provisioning   → {"items": [job]}                   Jobs
-//	GET    /v1/claimed-devices/{uuid}/provisioning/{id} → job with status and response    Job
+//	GET    /v1/claimed-devices/{uuid}/provisioning/{id} → job: status, response.<type>    Job
 //	DELETE /v1/claimed-devices/{uuid}/provisioning/{id} → 204 if not delivered yet        Discard
+//	GET|POST /v1/provisioning/tags                   {"tag", "description"}               Tags, CreateTag
+//	GET|POST /v1/provisioning-rules                  {"name", "description", "active", "commands", "tags"}
+//	                                                                                      Rules, CreateRule
+//	GET|DELETE /v1/provisioning-rules/{id}                                                DeleteRule
 //	GET    /v1/sim/devices                           → every registered device            Devices
 //	PUT    /v1/sim/devices/{uuid}                    body: identity public key PEM → 201  RegisterDevicePEM
 //	GET    /v1/sim/devices/{uuid}/commands           → device-level commands + status     Commands
@@ -34,7 +41,10 @@
 // Request types: atRequest {command, parameters, ignoreCmeErrors}, config {properties},
 // finished {}, clientCertificate {secTag, content | attributes, keyUsage}, serverCertificate
 // {secTag, content}, certificateSigningRequest {secTag, attributes, keyUsage},
-// clientPrivateKeyGeneration {secTag}. Errors are {"code": <status>, "message": "..."}.
+// clientPrivateKeyGeneration {secTag}, cloudAccessKeyGeneration {secTag}. Unknown types and
+// fields are refused. A job's response sits under its request type; key generations carry
+// the modem's %KEYGEN answer verbatim in "csr". Claiming a device with tags queues the
+// commands of every active rule with one of them. Errors are {"code": <status>, "message": "..."}.
 package simcloud
 
 import (
@@ -93,6 +103,8 @@ type Server struct {
 
 	mu       sync.Mutex // guards everything below
 	devices  map[string]*device
+	tags     []ProvisioningTag // in creation order
+	rules    []*rule           // in creation order
 	faults   []Fault
 	sessions map[mux.Conn]string // DTLS session → device UUID bound by /p/auth-jwt
 	started  bool

@@ -5,10 +5,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,9 +47,13 @@ type Device struct {
 	LastSeenAt      *time.Time `json:"lastSeenAt,omitempty"`    // last authenticated device request
 	ModemVersion    string     `json:"mver,omitempty"`          // as sent on the last fetch / auth
 	ClientVersion   string     `json:"cver,omitempty"`
+	// CloudAccessKey is the PEM public key a cloudAccessKeyGeneration job registered for the
+	// device's JWT access to the cloud.
+	CloudAccessKey string `json:"cloudAccessKey,omitempty"`
 }
 
-// Job is one owner-side provisioning command and what became of it.
+// Job is one owner-side provisioning command and what became of it. In JSON its response
+// sits under the request type, {"response": {"<type>": {...}}}, as the real service answers.
 type Job struct {
 	ID          string       `json:"id"`
 	DeviceID    string       `json:"deviceId"`
@@ -63,11 +69,14 @@ type Job struct {
 
 // JobResponse is what the device answered for a job.
 type JobResponse struct {
-	// Message is the modem's response text, or the error message of an error response.
+	// Message is the modem's response text for a job that is not a key generation, or why a
+	// job failed (with the CME code when there is one).
 	Message string `json:"message,omitempty"`
 	// CMEError is the error response's cme_error (0 when not a CME error).
 	CMEError uint64 `json:"cmeError,omitempty"`
-	// CSR is the PEM certificate signing request returned by %KEYGEN.
+	// CSR is the %KEYGEN answer of a key-generating job exactly as the modem gave it,
+	// "<base64url DER>.<base64url COSE_Sign1>", whether the DER is a CSR or a public key:
+	// owner tools split it at '.' and decode both parts themselves.
 	CSR string `json:"csr,omitempty"`
 	// PublicKey is the PEM public key returned by %KEYGEN in public-key format.
 	PublicKey string `json:"publicKey,omitempty"`
@@ -98,6 +107,7 @@ type Upload struct {
 type device struct {
 	id         string
 	pub        *ecdsa.PublicKey
+	cloudKey   *ecdsa.PublicKey // registered by a cloudAccessKeyGeneration job
 	devType    string
 	claimed    bool
 	tags       []string
@@ -155,6 +165,38 @@ func (j *job) status() Status {
 	return StatusPending
 }
 
+// jobAlias has Job's fields without its JSON methods.
+type jobAlias Job
+
+// MarshalJSON writes the job with its response keyed by the request type.
+func (j Job) MarshalJSON() ([]byte, error) {
+	v := struct {
+		jobAlias
+		Response map[string]*JobResponse `json:"response,omitempty"`
+	}{jobAlias: jobAlias(j)}
+	if j.Response != nil {
+		v.Response = map[string]*JobResponse{j.Request.Type(): j.Response}
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (j *Job) UnmarshalJSON(data []byte) error {
+	var v struct {
+		jobAlias
+		Response map[string]*JobResponse `json:"response,omitempty"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*j = Job(v.jobAlias)
+	j.Response = nil
+	for _, r := range v.Response {
+		j.Response = r
+	}
+	return nil
+}
+
 func (j *job) view(devID string) Job {
 	v := Job{ID: j.id, DeviceID: devID, Description: j.desc, Request: j.req, Status: j.status(),
 		CreatedAt: j.created, UpdatedAt: j.updated, CommandIDs: []string{}}
@@ -199,6 +241,11 @@ func (d *device) view() Device {
 	if !d.lastSeen.IsZero() {
 		t := d.lastSeen
 		v.LastSeenAt = &t
+	}
+	if d.cloudKey != nil {
+		if der, err := x509.MarshalPKIXPublicKey(d.cloudKey); err == nil {
+			v.CloudAccessKey = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		}
 	}
 	return v
 }
@@ -275,8 +322,23 @@ func (s *Server) claim(token string, tags []string, dryRun bool) (Device, error)
 		return d.view(), nil
 	}
 	d.claimed, d.claimedAt, d.devType = true, s.now(), deviceTypeName(ident.DeviceType)
-	d.tags = append([]string{}, tags...)
+	d.tags = splitTags(tags)
+	s.applyRulesLocked(d)
 	return d.view(), nil
+}
+
+// splitTags splits comma-separated tags, as Nordic's claim tool sends its whole
+// --provisioning-tags value as one list element, and drops blanks and repeats.
+func splitTags(in []string) []string {
+	out := []string{}
+	for _, t := range in {
+		for part := range strings.SplitSeq(t, ",") {
+			if part = strings.TrimSpace(part); part != "" && !slices.Contains(out, part) {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
 }
 
 // Unclaim releases a claimed device and discards its queue (recorded uploads are kept).
@@ -288,7 +350,7 @@ func (s *Server) Unclaim(uuid string) error {
 		return err
 	}
 	d.claimed, d.claimedAt, d.finishedAt = false, time.Time{}, time.Time{}
-	d.jobs, d.queue = nil, nil
+	d.jobs, d.queue, d.cloudKey, d.tags = nil, nil, nil, []string{}
 	return nil
 }
 
@@ -337,13 +399,22 @@ func (s *Server) enqueue(uuid, desc string, reqs []Request) ([]Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	descs := make([]string, len(reqs))
+	for i := range descs {
+		descs[i] = desc
+	}
+	return s.enqueueLocked(d, descs, reqs, plans)
+}
+
+// enqueueLocked queues planned requests, all or none, within Config.MaxJobs open jobs.
+func (s *Server) enqueueLocked(d *device, descs []string, reqs []Request, plans [][]planned) ([]Job, error) {
 	if n := d.openJobs() + len(reqs); n > s.cfg.MaxJobs {
 		return nil, fmt.Errorf("simcloud: enqueue %s: %d open, limit %d: %w", d.id, n, s.cfg.MaxJobs, ErrQueueFull)
 	}
 	now := s.now()
 	out := make([]Job, 0, len(reqs))
 	for i, r := range reqs {
-		j := &job{id: newUUID(), desc: desc, req: r, created: now, updated: now}
+		j := &job{id: newUUID(), desc: descs[i], req: r, created: now, updated: now}
 		for _, p := range plans[i] {
 			c := &command{wire: p.cmd, job: j, role: p.role, status: StatusPending, updated: now}
 			c.wire.ID = j.id + "." + p.suffix
@@ -662,20 +733,37 @@ func (s *Server) resolveLocked(d *device, r proto.Response, now time.Time) {
 	c.resp, c.updated, c.job.updated = &resp, now, now
 	if r.Kind == proto.KindError {
 		c.status = StatusFailed
-		c.job.resp = &JobResponse{Message: r.Message, CMEError: r.CMEError}
+		c.job.resp = &JobResponse{Message: errorMessage(c.wire.Kind, r), CMEError: r.CMEError}
 		d.dropAfter(i, now)
 		return
 	}
 	c.status = StatusSucceeded
+	fail := func(err error) {
+		c.status, c.reason = StatusFailed, err.Error()
+		c.job.resp = &JobResponse{Message: err.Error()}
+		d.dropAfter(i, now)
+	}
 	switch c.role {
 	case roleCertCSR:
 		if err := s.issueLocked(d, i, r.Message, now); err != nil {
-			c.status, c.reason = StatusFailed, err.Error()
-			c.job.resp = &JobResponse{Message: err.Error()}
-			d.dropAfter(i, now)
+			fail(err)
 		}
 	case roleMain:
-		c.job.resp = keygenResponse(c.wire, r.Message)
+		resp, err := keygenResponse(c.wire, r.Message)
+		if err == nil && c.job.req.CloudAccessKeyGeneration != nil {
+			// The service trusts the key only when the device identity signed it.
+			var k *attest.Keygen
+			if k, err = attest.VerifyKeygen(r.Message, d.pub); err == nil {
+				d.cloudKey = k.PublicKey
+			} else {
+				err = fmt.Errorf("cloud access key: keygen answer: %w", err)
+			}
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		c.job.resp = resp
 	}
 	if c.wire.Kind == proto.KindFinished {
 		d.finishedAt = now
@@ -690,6 +778,9 @@ func (d *device) dropAfter(i int, now time.Time) {
 		if c.open() {
 			c.status, c.reason, c.updated = StatusFailed, "dropped: "+failed+" failed", now
 			c.job.updated = now
+			if c.job.resp == nil {
+				c.job.resp = &JobResponse{Message: c.reason}
+			}
 		}
 	}
 }
@@ -717,30 +808,59 @@ func (s *Server) issueLocked(d *device, i int, answer string, now time.Time) err
 	}
 	c.job.cmds = append(c.job.cmds, save)
 	d.queue = slices.Insert(d.queue, i+1, save)
-	c.job.resp = &JobResponse{
-		CSR:         string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: k.DER})),
-		Certificate: string(certPEM),
-	}
+	c.job.resp = &JobResponse{CSR: keygenText(answer), Certificate: string(certPEM)}
 	return nil
 }
 
-// keygenResponse turns a command's success text into a job response, decoding a %KEYGEN
-// answer into its CSR or public key when it is one.
-func keygenResponse(cmd proto.Command, msg string) *JobResponse {
-	resp := &JobResponse{Message: msg}
+// keygenResponse turns a command's success text into a job response. A %KEYGEN answer is
+// passed on verbatim in CSR (and its public key in PublicKey); an answer that does not
+// decode fails a key-generating job.
+func keygenResponse(cmd proto.Command, msg string) (*JobResponse, error) {
 	if cmd.Kind != proto.KindAT || cmd.SetCommand != "%KEYGEN" {
-		return resp
+		return &JobResponse{Message: msg}, nil
 	}
 	k, err := attest.DecodeKeygen(msg)
 	if err != nil {
-		return resp
+		return nil, fmt.Errorf("keygen answer: %w", err)
 	}
-	if k.CSR != nil {
-		resp.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: k.DER}))
-	} else if der, err := x509.MarshalPKIXPublicKey(k.PublicKey); err == nil {
+	resp := &JobResponse{CSR: keygenText(msg)}
+	if der, err := x509.MarshalPKIXPublicKey(k.PublicKey); err == nil {
 		resp.PublicKey = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	}
-	return resp
+	return resp, nil
+}
+
+// keygenText returns the "<der>.<cose>" text of a %KEYGEN answer: the quoted value of its
+// `%KEYGEN: "…"` line, or the whole trimmed message when there is no such line.
+func keygenText(msg string) string {
+	s := strings.TrimSpace(msg)
+	if i := strings.Index(s, "%KEYGEN:"); i >= 0 {
+		s = strings.TrimSpace(s[i+len("%KEYGEN:"):])
+		if nl := strings.IndexAny(s, "\r\n"); nl >= 0 {
+			s = strings.TrimSpace(s[:nl])
+		}
+	}
+	return strings.Trim(s, `"`)
+}
+
+// errorMessage says why a command failed, naming its CME code when it has one. A config
+// command's code is an errno, not a CME code.
+func errorMessage(kind proto.CommandKind, r proto.Response) string {
+	msg := strings.TrimSpace(r.Message)
+	if r.CMEError == 0 || kind != proto.KindAT {
+		if msg == "" {
+			return "the device reported an error"
+		}
+		return msg
+	}
+	code := strconv.FormatUint(r.CMEError, 10)
+	if strings.Contains(msg, code) {
+		return msg
+	}
+	if msg == "" {
+		return "+CME ERROR: " + code
+	}
+	return "+CME ERROR: " + code + ": " + msg
 }
 
 func normUUID(s string) (string, error) {

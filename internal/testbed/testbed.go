@@ -57,6 +57,10 @@ type Options struct {
 	Unclaimed bool
 	// Cloud is the simulated service's config. StateDir defaults to Dir/cloud.
 	Cloud simcloud.Config
+	// SharedCloud, when set, is a running service the bench uses instead of starting its own
+	// (Cloud is then ignored), so that several benches' modems talk to one service. The
+	// bench registers its device there but never closes it.
+	SharedCloud *simcloud.Server
 	// Timeout is http.timeout and coap.timeout in the config; zero means 10 s.
 	Timeout time.Duration
 	// Settings are extra config keys, dotted ("provisioning.initial_backoff") → value; they
@@ -137,18 +141,22 @@ func (b *Bed) setup(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
 
-	ccfg := b.opts.Cloud
-	if ccfg.StateDir == "" {
-		ccfg.StateDir = filepath.Join(b.dir, "cloud")
-	}
-	cloud, err := simcloud.New(ccfg)
-	if err != nil {
-		return fmt.Errorf("testbed: service: %w", err)
+	cloud := b.opts.SharedCloud
+	if cloud == nil {
+		ccfg := b.opts.Cloud
+		if ccfg.StateDir == "" {
+			ccfg.StateDir = filepath.Join(b.dir, "cloud")
+		}
+		var err error
+		if cloud, err = simcloud.New(ccfg); err != nil {
+			return fmt.Errorf("testbed: service: %w", err)
+		}
+		b.cloud = cloud
+		if err := cloud.Start(runCtx); err != nil {
+			return fmt.Errorf("testbed: service: %w", err)
+		}
 	}
 	b.cloud = cloud
-	if err := cloud.Start(runCtx); err != nil {
-		return fmt.Errorf("testbed: service: %w", err)
-	}
 
 	mcfg := b.opts.Modem
 	if b.opts.StableLink {
@@ -374,7 +382,7 @@ func (b *Bed) Close() error {
 				errs = append(errs, err)
 			}
 		}
-		if b.cloud != nil {
+		if b.cloud != nil && b.opts.SharedCloud == nil {
 			errs = append(errs, b.cloud.Close())
 		}
 		if b.cancel != nil {
