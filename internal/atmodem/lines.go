@@ -151,3 +151,23 @@ func echoLines(cmd string) []string {
 	}
 	return out
 }
+
+// commandParts splits a concatenated command line at the semicolons outside double quotes:
+// "AT+CFUN=4;%CMNG=0,1,0,\"a;b\"" → "AT+CFUN=4", "%CMNG=0,1,0,\"a;b\"". An unclosed quote
+// runs to the end of the line.
+func commandParts(line string) []string {
+	var parts []string
+	inQuote, start := false, 0
+	for i := 0; i < len(line); i++ {
+		switch line[i] {
+		case '"':
+			inQuote = !inQuote
+		case ';':
+			if !inQuote {
+				parts = append(parts, line[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(parts, line[start:])
+}
