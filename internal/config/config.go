@@ -89,10 +89,12 @@ type ProvisioningConfig struct {
 	RxBufSize      int
 	TxBufSize      int
 	MaxCommands    int
-	Uplink         string // UplinkHost or UplinkModem
-	OnFinished     string // OnFinishedNone, OnFinishedModemRestart or OnFinishedExec
-	OnFinishedExec string // absolute path; required when OnFinished is OnFinishedExec
-	HooksDir       string // "" disables hooks
+	// AllowHashCommands lets the service's AT commands include #-commands.
+	AllowHashCommands bool
+	Uplink            string // UplinkHost or UplinkModem
+	OnFinished        string // OnFinishedNone, OnFinishedModemRestart or OnFinishedExec
+	OnFinishedExec    string // absolute path; required when OnFinished is OnFinishedExec
+	HooksDir          string // "" disables hooks
 }
 
 // HTTPConfig is the "http" section: the HTTPS endpoint of the Provisioning Service.

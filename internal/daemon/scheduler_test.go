@@ -254,13 +254,13 @@ func TestTriggerNowDuringBackoff(t *testing.T) {
 	h.cloud.fetchErrs = []error{transport.ErrBusy}
 	s := startRun(t, h)
 	s.next().c <- s.now // attempt 1: busy
-	if r := s.next(); r.d != DefaultInitialBackoff {
+	if r := s.next(); r.d != testConfig().InitialBackoff {
 		t.Fatalf("timer = %s, want the initial backoff", r.d)
 	}
 	h.d.TriggerNow()
 	r := s.next() // attempt 2 ran at once, succeeded, backoff reset
-	if r.d != DefaultInterval || s.attempts() != 2 {
-		t.Errorf("timer = %s after %d attempts, want %s after 2", r.d, s.attempts(), DefaultInterval)
+	if r.d != testConfig().Interval || s.attempts() != 2 {
+		t.Errorf("timer = %s after %d attempts, want %s after 2", r.d, s.attempts(), testConfig().Interval)
 	}
 }
 
@@ -268,7 +268,7 @@ func TestSetIntervalReschedules(t *testing.T) {
 	h := newHarness(t, testConfig(), nil, nil)
 	s := startRun(t, h)
 	s.next().c <- s.now
-	if r := s.next(); r.d != DefaultInterval {
+	if r := s.next(); r.d != testConfig().Interval {
 		t.Fatalf("timer = %s", r.d)
 	}
 	if err := h.d.SetInterval(context.Background(), 120); err != nil {
@@ -289,7 +289,7 @@ func TestSetIntervalReschedules(t *testing.T) {
 	if err := h.d.SetInterval(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if r := s.next(); r.d != DefaultInterval {
+	if r := s.next(); r.d != testConfig().Interval {
 		t.Errorf("timer after SetInterval(0) = %s, want the configured interval", r.d)
 	}
 	if err := h.d.Reconfigure(cfg); err != nil {
