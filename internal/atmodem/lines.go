@@ -171,3 +171,19 @@ func commandParts(line string) []string {
 	}
 	return append(parts, line[start:])
 }
+
+// HasHashCommand reports whether any command of a (possibly concatenated) command line is a
+// #-command: "AT#XRESET", "AT+CFUN=4;#XRESET". The modem itself has none; the Serial Modem
+// and Serial LTE Modem firmware run them in the board's application (reset, sockets, DFU).
+func HasHashCommand(cmd string) bool {
+	for _, part := range commandParts(cmd) {
+		part = trimSpace(part)
+		if len(part) >= 2 && strings.EqualFold(part[:2], "AT") {
+			part = trimSpace(part[2:])
+		}
+		if strings.HasPrefix(part, "#") {
+			return true
+		}
+	}
+	return false
+}
