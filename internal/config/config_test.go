@@ -209,9 +209,19 @@ func TestLoad(t *testing.T) {
 				eq(t, c.Provisioning.MaxCommands, 20)
 				eq(t, c.HTTP.Timeout, 5*time.Second)
 			}},
-		{name: "empty env var is unset", yaml: "modem:\n  port: /dev/ttyACM0\n",
-			env:   map[string]string{"PROVISIOND_MODEM_PORT": ""},
-			check: func(t *testing.T, c *Config) { eq(t, c.Modem.Port, "/dev/ttyACM0") }},
+		{name: "empty env var clears the file's setting",
+			yaml: "modem:\n  port: /dev/ttyACM0\n  baud: 9600\n  trace_at: true\nprovisioning:\n  hooks_dir: /srv/hooks\n  spread: 1m\n",
+			env: map[string]string{"PROVISIOND_MODEM_PORT": "", "PROVISIOND_PROVISIONING_HOOKS_DIR": "",
+				"PROVISIOND_MODEM_BAUD": "", "PROVISIOND_MODEM_TRACE_AT": "", "PROVISIOND_PROVISIONING_SPREAD": ""},
+			check: func(t *testing.T, c *Config) {
+				eq(t, c.Modem.Port, "")
+				eq(t, c.Provisioning.HooksDir, "") // hooks off
+				eq(t, c.Modem.Baud, 115200)        // not a string: back to the default
+				eq(t, c.Modem.TraceAT, false)
+				eq(t, c.Provisioning.Spread, time.Duration(0))
+			}},
+		{name: "empty env var for a key that needs a value", env: map[string]string{"PROVISIOND_COAP_HOSTNAME": ""},
+			want: []wantProblem{{"coap.hostname (from PROVISIOND_COAP_HOSTNAME)", "must not be empty"}}},
 		{name: "unrelated env var ignored", env: map[string]string{"PROVISIOND_EVENT": "x", "PROVISIONDX_MODEM_PORT": "y"},
 			check: func(t *testing.T, c *Config) { eq(t, c, Default()) }},
 		{name: "exec with program", yaml: "provisioning:\n  on_finished: exec\n  on_finished_exec: /usr/bin/true\n",
