@@ -505,6 +505,8 @@ func TestAtResponse(t *testing.T) {
 		{"closed", atmodem.Response{}, atmodem.ErrClosed, errResp("i", 0, msgPortLost)},
 		{"invalid command", atmodem.Response{}, atmodem.ErrInvalidCommand, errResp("i", 0, msgInvalid)},
 		{"line too long", atmodem.Response{}, atmodem.ErrLineTooLong, errResp("i", 0, msgLineTooLong)},
+		{"answer too long", atmodem.Response{}, &atmodem.ResponseTooLongError{Limit: 65536, Kept: 64, Dropped: 9}, errResp("i", 0, msgTooMuch)},
+		{"#-command refused", atmodem.Response{}, fmt.Errorf("daemon: AT#XRESET: %w", ErrHashCommand), errResp("i", 0, msgHashCommand)},
 		{"deadline", atmodem.Response{}, context.DeadlineExceeded, errResp("i", 0, msgTimeout)},
 		{"cancelled", atmodem.Response{}, context.Canceled, errResp("i", 0, msgCancelled)},
 		{"other", atmodem.Response{}, errors.New("boom"), errResp("i", 0, msgLocal+"boom")},
