@@ -107,7 +107,7 @@ func Keys() []KeyInfo {
 			"Lifetime asked of the modem for each JWT (%JWT exp_delta, whole seconds); 0 leaves expiry out. The JWT is reused while valid.",
 			func(c *Config) *time.Duration { return &c.Modem.JWTValidTime }),
 		boolKey("modem.trace_at", false, "",
-			"Log every line written to and read from the modem at debug level (JWTs, tokens and key material redacted).",
+			"Log every line written to and read from the modem at debug level, so it shows with log.level: debug (JWTs, tokens and key material redacted).",
 			func(c *Config) *bool { return &c.Modem.TraceAT }),
 
 		// provisioning
