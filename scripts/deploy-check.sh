@@ -99,7 +99,7 @@ for d in ttyS0 tty0 console ptmx; do
 done
 # The rule gives the AT port to the user provisiond, which the package creates; the namespace
 # gets a passwd file that has it (with a uid of its own, to tell it from root in the output).
-provisiond_uid=$(getent passwd provisiond | cut -d: -f3)
+provisiond_uid=$(getent passwd provisiond | cut -d: -f3 || true)
 cp /etc/passwd "$tmp/passwd"
 if [ -z "$provisiond_uid" ]; then
 	provisiond_uid=64999
