@@ -97,9 +97,16 @@ ttydev=""
 for d in ttyS0 tty0 console ptmx; do
 	if [ -e "/sys/class/tty/$d" ]; then ttydev=$d; break; fi
 done
-dialout_gid=$(getent group dialout | cut -d: -f3)
-if [ "$(id -u)" != 0 ] || ! unshare -m true 2>/dev/null || [ -z "$ttydev" ] || [ -z "$dialout_gid" ]; then
-	step "SKIP udev behaviour: needs root, a mount namespace, a tty in /sys/class/tty and group dialout"
+# The rule gives the AT port to the user provisiond, which the package creates; the namespace
+# gets a passwd file that has it (with a uid of its own, to tell it from root in the output).
+provisiond_uid=$(getent passwd provisiond | cut -d: -f3 || true)
+cp /etc/passwd "$tmp/passwd"
+if [ -z "$provisiond_uid" ]; then
+	provisiond_uid=64999
+	echo "provisiond:x:$provisiond_uid:$provisiond_uid:provisiond daemon:/var/lib/provisiond:/usr/sbin/nologin" >>"$tmp/passwd"
+fi
+if [ "$(id -u)" != 0 ] || ! unshare -m true 2>/dev/null || [ -z "$ttydev" ]; then
+	step "SKIP udev behaviour: needs root, a mount namespace and a tty in /sys/class/tty"
 else
 	udev_run() { # udev_run ACTION PROPERTY=VALUE... -> udevadm test output in $tmp/udev.out
 		local action=$1 props="" p
@@ -110,6 +117,7 @@ else
 		cp "$rule" "$tmp/rules/"
 		unshare -m sh -c "mount -t tmpfs none /dev && mount -t tmpfs none /run && mkdir -p /run/udev &&
 			mount --bind '$tmp/rules' /usr/lib/udev/rules.d && mount --bind '$tmp/empty' /etc/udev/rules.d &&
+			mount --bind '$tmp/passwd' /etc/passwd &&
 			udevadm test --action=$action /sys/class/tty/$ttydev" >"$tmp/udev.out" 2>&1 ||
 			{ cat "$tmp/udev.out"; fail "udevadm test ($*)"; }
 		if grep "^/.*$(basename "$rule"):" "$tmp/udev.out"; then
@@ -130,7 +138,8 @@ else
 			[ "$wants" = "provisiond@nrf91-$serial.service" ] || fail "$name: SYSTEMD_WANTS=$wants"
 			[ "$links" = "/dev/nrf91/$serial" ] || fail "$name: DEVLINKS=$links"
 			case $tags in *:systemd:*) ;; *) fail "$name: TAGS=$tags lacks systemd" ;; esac
-			grep -q "$(basename "$rule"):[0-9]* GROUP $dialout_gid\$" "$tmp/udev.out" || fail "$name: group dialout not set"
+			grep -q "$(basename "$rule"):[0-9]* OWNER $provisiond_uid\$" "$tmp/udev.out" || fail "$name: owner provisiond not set"
+			grep -q "$(basename "$rule"):[0-9]* MODE 0600\$" "$tmp/udev.out" || fail "$name: mode 0600 not set"
 			;;
 		other)
 			[ "$ignore" = 1 ] || fail "$name: ID_MM_DEVICE_IGNORE=$ignore, want 1"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/provisiond/provisiond/internal/atmodem"
 	"github.com/provisiond/provisiond/internal/coaptransport"
+	"github.com/provisiond/provisiond/internal/config"
 	"github.com/provisiond/provisiond/internal/daemon"
 	"github.com/provisiond/provisiond/internal/httptransport"
 	"github.com/provisiond/provisiond/internal/simcloud"
@@ -89,12 +90,22 @@ func newRig(tb testing.TB, transportName, pattern string) *rig {
 		r.mu.Unlock()
 		return s, nil
 	}
+	def := config.Default() // the config package owns the defaults; the daemon only checks
 	d, err := daemon.New(daemon.Config{
 		Transport:        transportName,
 		ClientVersion:    "provisiond/bench",
+		MaxCommands:      def.Provisioning.MaxCommands,
+		RxBufSize:        def.Provisioning.RxBufSize,
+		TxBufSize:        def.Provisioning.TxBufSize,
+		Uplink:           def.Provisioning.Uplink,
+		JWTValidTime:     def.Modem.JWTValidTime,
 		SetClockFromHost: true,
 		ProvisionRootCA:  true,
+		RootCASecTag:     def.Modem.RootCASecTag,
 		Interval:         24 * time.Hour,
+		InitialBackoff:   def.Provisioning.InitialBackoff,
+		OnFinished:       def.Provisioning.OnFinished,
+		StorePrefix:      def.Store.Prefix,
 	}, daemon.Deps{
 		OpenModem: func(ctx context.Context) (daemon.Modem, error) {
 			port, err := atmodem.OpenPort(bed.ModemPath(), 115200, "none")

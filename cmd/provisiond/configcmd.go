@@ -31,8 +31,10 @@ func newConfigCheckCmd() *cobra.Command {
 		Use:   "check [--config FILE]",
 		Short: "Validate the configuration file and the PROVISIOND_* environment",
 		Long: `Validate the configuration as the daemon would load it: the YAML file plus PROVISIOND_*
-environment overrides. Prints "ok: FILE" and exits 0, or prints every problem (unknown keys,
-wrong types, values out of range) one per line on stderr and exits 1.`,
+environment overrides, and what its keys point at: CA files must be readable and hold
+certificates, the hooks folder must be a folder if it exists, the on_finished program must be
+executable. Prints "ok: FILE" and exits 0, or prints every problem (unknown keys, wrong types,
+values out of range, unusable files) one per line on stderr and exits 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			explicit := cmd.Flags().Changed("config")
@@ -48,11 +50,21 @@ wrong types, values out of range) one per line on stderr and exits 1.`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
+			problems, notes := config.CheckTargets(c)
+			for _, p := range problems {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\n", path, p)
+			}
+			if len(problems) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("config %s: %d problem(s)", path, len(problems))}
+			}
 			out := cmd.OutOrStdout()
 			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 				fmt.Fprintf(out, "ok: %s not found, defaults and environment used\n", path)
 			} else {
 				fmt.Fprintf(out, "ok: %s\n", path)
+			}
+			for _, n := range notes {
+				fmt.Fprintln(out, "note: "+n)
 			}
 			if c.Modem.Port == "" {
 				fmt.Fprintln(out, "note: modem.port is empty; `provisiond run` needs it (or PROVISIOND_MODEM_PORT)")

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/provisiond/provisiond/internal/config"
+	"github.com/provisiond/provisiond/internal/rootca"
 )
 
 func TestConfigCheck(t *testing.T) {
@@ -27,6 +28,17 @@ func TestConfigCheck(t *testing.T) {
 	good := write("good.yaml", "modem:\n  port: /dev/ttyACM0\n")
 	bad := write("bad.yaml", "modem:\n  baud: fast\n  prot: /dev/x\nprovisioning:\n  max_commands: 50\n")
 	missing := filepath.Join(dir, "missing.yaml")
+	hooks := filepath.Join(dir, "hooks.d")
+	if err := os.Mkdir(hooks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goodCA := write("ca.pem", rootca.AmazonRootCA1)
+	notCA := write("not-ca.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+	notExec := write("done.sh", "#!/bin/sh\n")
+	targets := write("targets.yaml", "modem:\n  port: /dev/ttyACM0\nhttp:\n  ca_file: "+filepath.Join(dir, "nope.pem")+
+		"\ncoap:\n  ca_file: "+notCA+"\nprovisioning:\n  hooks_dir: "+goodCA+"\n  on_finished: exec\n  on_finished_exec: "+notExec+" --flag\n")
+	fine := write("fine.yaml", "modem:\n  port: /dev/ttyACM0\nhttp:\n  ca_file: "+goodCA+"\nprovisioning:\n  hooks_dir: "+filepath.Join(dir, "no-hooks")+"\n")
+	hooksEnv := map[string]string{"PROVISIOND_PROVISIONING_HOOKS_DIR": hooks}
 	tests := []struct {
 		name       string
 		args       []string
@@ -35,9 +47,19 @@ func TestConfigCheck(t *testing.T) {
 		wantErrOut []string // lines of stderr, in order
 		wantErr    string   // substring of the returned error; "" for success
 	}{
-		{name: "example config", args: []string{"--config", example},
+		{name: "example config", args: []string{"--config", example}, env: hooksEnv,
 			wantOut: "ok: " + example + "\nnote: modem.port is empty; `provisiond run` needs it (or PROVISIOND_MODEM_PORT)\n"},
-		{name: "good", args: []string{"--config", good}, wantOut: "ok: " + good + "\n"},
+		{name: "good", args: []string{"--config", good}, env: hooksEnv, wantOut: "ok: " + good + "\n"},
+		{name: "what the keys point at", args: []string{"--config", targets},
+			wantErrOut: []string{
+				targets + ": http.ca_file: open " + filepath.Join(dir, "nope.pem") + ": no such file or directory",
+				targets + ": coap.ca_file: " + notCA + " holds no PEM certificate",
+				targets + ": provisioning.hooks_dir: " + goodCA + " is not a folder",
+				targets + ": provisioning.on_finished_exec: " + notExec + " is not an executable file",
+			},
+			wantErr: "4 problem(s)"},
+		{name: "a CA file and no hooks folder", args: []string{"--config", fine},
+			wantOut: "ok: " + fine + "\nnote: provisioning.hooks_dir: " + filepath.Join(dir, "no-hooks") + " does not exist, so no hooks run\n"},
 		{name: "env makes it bad", args: []string{"--config", good}, env: map[string]string{"PROVISIOND_HTTP_PORT": "99999"},
 			wantErrOut: []string{good + ": http.port (from PROVISIOND_HTTP_PORT): must be between 1 and 65535, got 99999"},
 			wantErr:    "config " + good + ": 1 problem(s)"},

@@ -159,19 +159,23 @@ func runOnce(ctx context.Context, d *daemon.Daemon, stdout io.Writer) error {
 	if event == "" {
 		event = daemon.EventFatalError
 	}
-	if reason == "" {
-		switch {
-		case res.Err != nil:
-			reason = res.Err.Error()
-		case err != nil:
-			reason = err.Error()
-		case res.Failed > 0:
-			// The event is how the attempt ended (usually NO_COMMANDS after the failure was
-			// reported); say so, or "NO_COMMANDS" alone reads like nothing happened.
-			reason = fmt.Sprintf("%d command(s) failed; the attempt ended after reporting the failure to the service", res.Failed)
-		default:
-			reason = "attempt did not complete"
+	switch {
+	case reason != "" && (res.Err != nil || err != nil || res.Failed == 0):
+	case res.Err != nil:
+		reason = res.Err.Error()
+	case err != nil:
+		reason = err.Error()
+	case res.Failed > 0:
+		// The event is how the attempt ended (usually NO_COMMANDS after the failure was
+		// reported); say so, or "NO_COMMANDS" alone reads like nothing happened. The reason,
+		// when there is one, names the failing command.
+		failed := fmt.Sprintf("%d command(s) failed; the attempt ended after reporting the failure to the service", res.Failed)
+		if reason != "" {
+			failed += " (" + reason + ")"
 		}
+		reason = failed
+	default:
+		reason = "attempt did not complete"
 	}
 	return &exitError{code: exitOnceFailed, err: fmt.Errorf("%s: %s", event, reason)}
 }

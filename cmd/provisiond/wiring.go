@@ -22,25 +22,26 @@ import (
 func daemonConfig(cfg *config.Config) daemon.Config {
 	p := cfg.Provisioning
 	return daemon.Config{
-		Transport:        p.Transport,
-		ClientVersion:    "provisiond/" + version,
-		MaxCommands:      p.MaxCommands,
-		RxBufSize:        p.RxBufSize,
-		TxBufSize:        p.TxBufSize,
-		Uplink:           p.Uplink,
-		JWTSecTag:        cfg.Modem.JWTSecTag,
-		JWTValidTime:     cfg.Modem.JWTValidTime,
-		SetClockFromHost: cfg.Modem.SetClockFromHost,
-		ProvisionRootCA:  cfg.Modem.ProvisionRootCA,
-		RootCASecTag:     cfg.Modem.RootCASecTag,
-		AutoStart:        p.AutoStart,
-		Interval:         p.Interval,
-		Spread:           p.Spread,
-		InitialBackoff:   p.InitialBackoff,
-		OnFinished:       p.OnFinished,
-		OnFinishedExec:   p.OnFinishedExec,
-		HooksDir:         p.HooksDir,
-		StorePrefix:      cfg.Store.Prefix,
+		Transport:         p.Transport,
+		ClientVersion:     "provisiond/" + version,
+		MaxCommands:       p.MaxCommands,
+		RxBufSize:         p.RxBufSize,
+		TxBufSize:         p.TxBufSize,
+		Uplink:            p.Uplink,
+		JWTSecTag:         cfg.Modem.JWTSecTag,
+		JWTValidTime:      cfg.Modem.JWTValidTime,
+		SetClockFromHost:  cfg.Modem.SetClockFromHost,
+		ProvisionRootCA:   cfg.Modem.ProvisionRootCA,
+		RootCASecTag:      cfg.Modem.RootCASecTag,
+		AutoStart:         p.AutoStart,
+		Interval:          p.Interval,
+		Spread:            p.Spread,
+		InitialBackoff:    p.InitialBackoff,
+		OnFinished:        p.OnFinished,
+		OnFinishedExec:    p.OnFinishedExec,
+		HooksDir:          p.HooksDir,
+		AllowHashCommands: p.AllowHashCommands,
+		StorePrefix:       cfg.Store.Prefix,
 	}
 }
 
@@ -61,15 +62,21 @@ func modemOpener(mc config.ModemConfig, log *zap.Logger) func(ctx context.Contex
 		if mc.TraceAT {
 			// A decorator, not a branch: the tracer redacts secrets itself (%JWT, %ATTESTTOKEN,
 			// %KEYINJECT) and closes the port when the client closes it.
-			trace := log.Named("at")
-			rw = atmodem.NewTracer(port, func(dir, line string) {
-				trace.Info("at", zap.String("dir", dir), zap.String("line", line))
-			})
+			rw = atmodem.NewTracer(port, traceLogger(log))
 		}
 		return atmodem.New(rw, atmodem.Config{
 			LineEnding:     mc.LineEnding,
 			CommandTimeout: mc.CommandTimeout,
 		}), nil
+	}
+}
+
+// traceLogger logs the AT trace at debug level, as modem.trace_at documents: a trace is
+// wanted while debugging, not in the journal of every running gateway.
+func traceLogger(log *zap.Logger) func(dir, line string) {
+	trace := log.Named("at")
+	return func(dir, line string) {
+		trace.Debug("at", zap.String("dir", dir), zap.String("line", line))
 	}
 }
 

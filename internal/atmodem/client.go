@@ -48,6 +48,10 @@ const (
 	DefaultLongTimeout    = 60 * time.Second
 	DefaultMaxCommandLen  = 4096
 	DefaultMaxTimeouts    = 10
+	// DefaultMaxResponseLen bounds one command's information lines. The longest legitimate
+	// answers are a few KiB (a %CMNG certificate read, +CLAC's command list); 64 KiB leaves
+	// room for those many times over while a runaway modem cannot fill the heap.
+	DefaultMaxResponseLen = 64 << 10
 )
 
 // Config configures a Client. The zero value is valid.
@@ -65,6 +69,11 @@ type Config struct {
 	// MaxTimeouts is how many commands in a row may time out before the port counts as lost.
 	// Default 10.
 	MaxTimeouts int
+	// MaxResponseLen bounds the information lines kept for one command, in bytes (each line
+	// counted with its "\r\n"). Lines past it are discarded up to the final result, which
+	// keeps the conversation in step, and the command fails with a *ResponseTooLongError.
+	// Default DefaultMaxResponseLen.
+	MaxResponseLen int
 	// OnURC, if set, receives every unsolicited line. It runs on the client's loop goroutine:
 	// it must return quickly and must not call the Client.
 	OnURC func(line string)
@@ -87,6 +96,7 @@ type Stats struct {
 	StaleLines    uint64 // lines of timed-out commands (and stray final results) discarded
 	GarbageLines  uint64 // lines that contained invalid UTF-8 or control characters
 	OverlongLines uint64 // lines longer than the line limit, discarded
+	ExcessLines   uint64 // lines past a command's MaxResponseLen, discarded
 	Timeouts      uint64 // commands that timed out
 }
 
@@ -116,7 +126,7 @@ type Client struct {
 	subsClosed bool
 
 	stats struct {
-		urcsDropped, stale, garbage, overlong, timeouts atomic.Uint64
+		urcsDropped, stale, garbage, overlong, excess, timeouts atomic.Uint64
 	}
 
 	// Only accessed from the loop goroutine.
@@ -206,6 +216,9 @@ func withDefaults(cfg Config) (Config, string, error) {
 	if cfg.MaxTimeouts <= 0 {
 		cfg.MaxTimeouts = DefaultMaxTimeouts
 	}
+	if cfg.MaxResponseLen <= 0 {
+		cfg.MaxResponseLen = DefaultMaxResponseLen
+	}
 	return cfg, term, err
 }
 
@@ -252,6 +265,7 @@ func (c *Client) Stats() Stats {
 		StaleLines:    c.stats.stale.Load(),
 		GarbageLines:  c.stats.garbage.Load(),
 		OverlongLines: c.stats.overlong.Load(),
+		ExcessLines:   c.stats.excess.Load(),
 		Timeouts:      c.stats.timeouts.Load(),
 	}
 }

@@ -945,3 +945,37 @@ func TestOpeningProbeUnanswered(t *testing.T) {
 		t.Errorf("wrote %q, want %q", got, want)
 	}
 }
+
+// A modem that answers one command with far more than any real answer must neither grow the
+// heap with it nor leave its tail to be taken for the next command's answer.
+func TestResponseTooLong(t *testing.T) {
+	line := strings.Repeat("x", 1022) // 1 KiB with its CR LF
+	const lines = 2000
+	flood := strings.Repeat(line+"\r\n", lines)
+	f := newFake(map[string][]item{
+		"AT+CLAC\r\n":  say("+CLAC: first\r\n" + flood + "OK\r\n"),
+		"AT+CFUN?\r\n": say("+CFUN: 4\r\nOK\r\n"),
+	})
+	c := newClient(t, f, Config{MaxResponseLen: 16 << 10})
+	resp, err := c.Command(context.Background(), "AT+CLAC")
+	var tooLong *ResponseTooLongError
+	if !errors.As(err, &tooLong) || !errors.Is(err, ErrResponseTooLong) {
+		t.Fatalf("got error %v, want a *ResponseTooLongError", err)
+	}
+	kept := 0
+	for _, l := range resp.Lines {
+		kept += len(l) + 2
+	}
+	if kept > 16<<10 || len(resp.Lines) != tooLong.Kept || resp.Lines[0] != "+CLAC: first" || resp.Final != "OK" {
+		t.Errorf("kept %d bytes in %d lines (error says %d), first %q, final %q; want at most 16 KiB, the first line and OK",
+			kept, len(resp.Lines), tooLong.Kept, resp.Lines[0], resp.Final)
+	}
+	if tooLong.Kept+tooLong.Dropped != lines+1 || c.Stats().ExcessLines != uint64(tooLong.Dropped) {
+		t.Errorf("kept %d + dropped %d lines, stats %d; want %d in all", tooLong.Kept, tooLong.Dropped,
+			c.Stats().ExcessLines, lines+1)
+	}
+	resp, err = c.Command(context.Background(), "AT+CFUN?")
+	if err != nil || len(resp.Lines) != 1 || resp.Lines[0] != "+CFUN: 4" {
+		t.Fatalf("next command: got %q, %v; want its own answer", resp.Lines, err)
+	}
+}

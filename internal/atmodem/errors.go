@@ -2,6 +2,7 @@ package atmodem
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -31,9 +32,30 @@ var (
 	// ErrLineTooLong means a line longer than the line limit arrived while the command ran; it
 	// was discarded, so the response is incomplete. The Response holds what was kept.
 	ErrLineTooLong = errors.New("response line too long")
+	// ErrResponseTooLong means a command's answer exceeded Config.MaxResponseLen. The error
+	// is a *ResponseTooLongError; the Response holds the lines kept and the final result.
+	ErrResponseTooLong = errors.New("response too long")
 	// ErrUnexpectedResponse means the modem answered OK but not in the documented format.
 	ErrUnexpectedResponse = errors.New("unexpected response")
 )
+
+// ResponseTooLongError reports an answer longer than Config.MaxResponseLen: its first lines
+// (Kept of them) are in the Response, the Dropped lines after them were read and discarded up
+// to the final result, so the port is in step for the next command. It matches
+// ErrResponseTooLong.
+type ResponseTooLongError struct {
+	Limit   int // Config.MaxResponseLen
+	Kept    int // lines kept
+	Dropped int // lines discarded
+}
+
+func (e *ResponseTooLongError) Error() string {
+	return fmt.Sprintf("%s: more than %d bytes, %d lines kept, %d discarded",
+		ErrResponseTooLong, e.Limit, e.Kept, e.Dropped)
+}
+
+// Unwrap makes errors.Is(err, ErrResponseTooLong) hold.
+func (e *ResponseTooLongError) Unwrap() error { return ErrResponseTooLong }
 
 // CMEError is a "+CME ERROR: <n>" final result. Code is -1 when the modem sent the text
 // form (CMEE=2) instead of a number; Raw is the final line as received.

@@ -361,3 +361,20 @@ func TestClock(t *testing.T) {
 		}
 	})
 }
+
+func TestHasHashCommand(t *testing.T) {
+	for cmd, want := range map[string]bool{
+		"AT#XRESET":                    true,
+		"at#xslmver":                   true,
+		"AT+CFUN=4;#XRESET":            true,
+		"AT+CFUN=4; AT#XDFUGET=1":      true,
+		"AT%KEYGEN=1,2,0":              false,
+		`AT%XAPNSTATUS=1,"#apn;#X"`:    false,
+		"AT+CFUN=4;%CMNG=0,1,0,\"#\";": false,
+		"#XRESET":                      true,
+	} {
+		if got := HasHashCommand(cmd); got != want {
+			t.Errorf("HasHashCommand(%q) = %v, want %v", cmd, got, want)
+		}
+	}
+}

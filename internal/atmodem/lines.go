@@ -151,3 +151,39 @@ func echoLines(cmd string) []string {
 	}
 	return out
 }
+
+// commandParts splits a concatenated command line at the semicolons outside double quotes:
+// "AT+CFUN=4;%CMNG=0,1,0,\"a;b\"" → "AT+CFUN=4", "%CMNG=0,1,0,\"a;b\"". An unclosed quote
+// runs to the end of the line.
+func commandParts(line string) []string {
+	var parts []string
+	inQuote, start := false, 0
+	for i := 0; i < len(line); i++ {
+		switch line[i] {
+		case '"':
+			inQuote = !inQuote
+		case ';':
+			if !inQuote {
+				parts = append(parts, line[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(parts, line[start:])
+}
+
+// HasHashCommand reports whether any command of a (possibly concatenated) command line is a
+// #-command: "AT#XRESET", "AT+CFUN=4;#XRESET". The modem itself has none; the Serial Modem
+// and Serial LTE Modem firmware run them in the board's application (reset, sockets, DFU).
+func HasHashCommand(cmd string) bool {
+	for _, part := range commandParts(cmd) {
+		part = trimSpace(part)
+		if len(part) >= 2 && strings.EqualFold(part[:2], "AT") {
+			part = trimSpace(part[2:])
+		}
+		if strings.HasPrefix(part, "#") {
+			return true
+		}
+	}
+	return false
+}

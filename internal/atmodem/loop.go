@@ -32,6 +32,8 @@ type exchange struct {
 	echo     []string // echo lines still expected
 	echoDone bool     // a non-echo line arrived: no more echo
 	lines    []string
+	size     int  // bytes of lines, each with its "\r\n"
+	excess   int  // lines discarded because size reached MaxResponseLen
 	overlong bool // a line of this response was discarded
 	foreign  bool // inside another command's answer (isForeignProbeAnswer), until its final
 }
@@ -263,7 +265,7 @@ func (c *Client) onLine(line string) {
 		// a probe was synchronised on): discard it up to its final result.
 		c.stats.stale.Add(1)
 		ex.foreign = fk == notFinal
-		ex.lines, ex.overlong = nil, false
+		ex.lines, ex.size, ex.excess, ex.overlong = nil, 0, 0, false
 		return
 	}
 	if c.phase == phaseProbe {
@@ -279,12 +281,23 @@ func (c *Client) onLine(line string) {
 		return
 	}
 	if fk == notFinal {
-		ex.lines = append(ex.lines, line)
+		if n := len(line) + 2; ex.excess == 0 && ex.size+n <= c.cfg.MaxResponseLen {
+			ex.lines = append(ex.lines, line)
+			ex.size += n
+		} else {
+			// Keep reading up to the final result, so the next command's answer is its own.
+			ex.excess++
+			c.stats.excess.Add(1)
+		}
 		return
 	}
 	resp := buildResponse(ex.lines, line)
 	err := errorForFinal(fk, line)
-	if err == nil && ex.overlong {
+	switch {
+	case err != nil:
+	case ex.excess > 0:
+		err = &ResponseTooLongError{Limit: c.cfg.MaxResponseLen, Kept: len(ex.lines), Dropped: ex.excess}
+	case ex.overlong:
 		err = ErrLineTooLong
 	}
 	if err != nil {

@@ -138,22 +138,37 @@ func (d *traceDir) redact(line string) string {
 		}
 		return "<redacted private key>"
 	}
-	keep := secretStart(line)
-	if keep < 0 {
-		if strings.Contains(line, "-----BEGIN") && strings.Contains(line, "PRIVATE KEY") {
-			d.inPrivKey = !strings.Contains(line, "-----END")
-			return "<redacted private key>"
+	// A concatenated command ("AT+CFUN=4;%CMNG=0,…") carries a secret in any of its parts;
+	// each part after the first is read as if it started with "AT".
+	parts := commandParts(line)
+	found := false
+	for i, part := range parts {
+		probe, shift := part, 0
+		if i > 0 {
+			probe, shift = "AT"+part, 2
 		}
-		return line
+		keep := secretStart(probe) - shift
+		if keep < 0 {
+			continue
+		}
+		for keep < len(part) && part[keep] == ' ' {
+			keep++
+		}
+		rest := part[keep:]
+		if strings.Count(rest, `"`)%2 == 1 {
+			d.inSecret = true // only the last part can leave a quote open
+		}
+		parts[i] = part[:keep] + fingerprint(rest)
+		found = true
 	}
-	for keep < len(line) && line[keep] == ' ' {
-		keep++
+	if found {
+		return strings.Join(parts, ";")
 	}
-	rest := line[keep:]
-	if strings.Count(rest, `"`)%2 == 1 {
-		d.inSecret = true
+	if strings.Contains(line, "-----BEGIN") && strings.Contains(line, "PRIVATE KEY") {
+		d.inPrivKey = !strings.Contains(line, "-----END")
+		return "<redacted private key>"
 	}
-	return line[:keep] + fingerprint(rest)
+	return line
 }
 
 // secretStart is the index where the secret part of line begins, -1 if it has none.

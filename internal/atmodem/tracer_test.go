@@ -66,6 +66,18 @@ func TestTracer(t *testing.T) {
 			secrets: []string{"MIGHAgEAMBMG"},
 		},
 		{
+			name: "secrets in every part of a concatenated command",
+			tx: []string{`AT+CFUN=4;%CMNG=0,42,3,"70736b736563726574";+CFUN?;%KEYINJECT=43,2,"a;b"` + "\r\n",
+				`at+cfun=4;%cmng=0,44,2,"` + privPEM + "\"\r\n", "AT+CFUN?;+CMEE?\r\n"},
+			want: []string{
+				"tx AT+CFUN=4;%CMNG=0,42,3," + fingerprint(`"70736b736563726574"`) + ";+CFUN?;%KEYINJECT=" + fingerprint(`43,2,"a;b"`),
+				"tx at+cfun=4;%cmng=0,44,2," + fingerprint(`"-----BEGIN PRIVATE KEY-----`),
+				"tx <redacted>", "tx <redacted>", "tx <redacted>",
+				"tx AT+CFUN?;+CMEE?",
+			},
+			secrets: []string{"70736b736563726574", "a;b", "MIGHAgEAMBMG"},
+		},
+		{
 			name: "CMNG private key write, echoed",
 			tx:   []string{"AT%CMNG=0,42,2,\"" + privPEM + "\"\r\n"},
 			rx:   []string{"AT%CMNG=0,42,2,\"" + privPEM + "\"\r\n", "OK\r\n"},

@@ -15,6 +15,9 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	coapconfig "github.com/plgd-dev/go-coap/v3/options/config"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/provisiond/provisiond/internal/transport"
@@ -47,6 +50,11 @@ type Session struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	// rxLimit bounds the reassembled Block2 payload of the fetch in progress (0: none), and
+	// abort ends that fetch; set by Fetch, read by the CoAP reader goroutine (capBlock2).
+	rxLimit atomic.Int64
+	abort   atomic.Pointer[context.CancelCauseFunc]
 
 	// Owned by the goroutine calling Fetch/Upload.
 	authJWT    string // the JWT the service accepted last on this session, "" if none
@@ -115,6 +123,11 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.t.cfg.Timeout)
 	defer cancel()
+	rctx, abort := context.WithCancelCause(rctx)
+	defer abort(nil)
+	s.rxLimit.Store(int64(req.RxMaxSize))
+	s.abort.Store(&abort)
+	defer func() { s.rxLimit.Store(0); s.abort.Store(nil) }()
 	s.meter.Request()
 	resp, err := s.cc.Get(rctx, cmdPath,
 		query("after", req.After),
@@ -124,6 +137,9 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 		s.t.block2,
 	)
 	if err != nil {
+		if cause := context.Cause(rctx); errors.Is(cause, transport.ErrTooLarge) {
+			return nil, fmt.Errorf("coap fetch: %w", cause)
+		}
 		return nil, s.netErr(ctx, "fetch", err)
 	}
 	defer s.cc.ReleaseMessage(resp)
@@ -198,6 +214,43 @@ func (s *Session) auth(ctx context.Context, jwt, mver, cver string) error {
 // carry bytes, so nothing needs escaping.
 func query(name, value string) message.Option {
 	return message.Option{ID: message.URIQuery, Value: []byte(name + "=" + value)}
+}
+
+// capBlock2 stands before go-coap's block-wise layer, which reassembles a Block2 response
+// without any bound: a block (or a Size2 announcement) that takes the payload of the fetch in
+// progress past its rxMaxSize ends the fetch and is dropped, so no further block is asked for
+// and at most rxMaxSize plus one block is held. It runs on the CoAP reader goroutine.
+func (s *Session) capBlock2(m *pool.Message, cc *udpclient.Conn, next coapconfig.HandlerFunc[*udpclient.Conn]) {
+	if limit := s.rxLimit.Load(); limit > 0 && m.Code() >= codes.Created {
+		if end, ok := block2End(m); ok && end > limit {
+			if abort := s.abort.Load(); abort != nil {
+				(*abort)(fmt.Errorf("payload of at least %d bytes, over rxMaxSize %d: %w", end, limit, transport.ErrTooLarge))
+			}
+			next = func(*responsewriter.ResponseWriter[*udpclient.Conn], *pool.Message) {}
+		}
+	}
+	cc.ProcessReceivedMessageWithHandler(m, next)
+}
+
+// block2End is how far into the whole payload a Block2 response reaches: the end of its
+// block, or the size its Size2 option announces if larger. ok is false without Block2.
+func block2End(m *pool.Message) (int64, bool) {
+	v, err := m.GetOptionUint32(message.Block2)
+	if err != nil {
+		return 0, false
+	}
+	szx, num, _, err := blockwise.DecodeBlockOption(v)
+	if err != nil {
+		return 0, false
+	}
+	end := num * szx.Size()
+	if n, err := m.BodySize(); err == nil {
+		end += n
+	}
+	if size2, err := m.GetOptionUint32(message.Size2); err == nil {
+		end = max(end, int64(size2))
+	}
+	return end, true
 }
 
 // readBody reads the (reassembled) payload, refusing one over limit.

@@ -24,6 +24,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/options"
+	coapconfig "github.com/plgd-dev/go-coap/v3/options/config"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/provisiond/provisiond/internal/rootca"
 	"github.com/provisiond/provisiond/internal/transport"
@@ -187,6 +189,7 @@ func (t *Transport) Open(ctx context.Context) (*Session, error) {
 		options.WithErrors(s.onError),
 		options.WithPeriodicRunner(s.runner),
 		options.WithBlockwise(true, t.szx, t.cfg.Timeout),
+		options.WithProcessReceivedMessageFunc(coapconfig.ProcessReceivedMessageFunc[*udpclient.Conn](s.capBlock2)),
 		options.WithCloseSocket(),
 	)
 	return s, nil

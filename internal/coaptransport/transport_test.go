@@ -288,6 +288,33 @@ func TestBlockwise(t *testing.T) {
 	}
 }
 
+// A service that streams a huge Block2 response must not make the client ask for (and hold)
+// block after block: the fetch ends at the receive buffer.
+func TestBlock2ReassemblyCapped(t *testing.T) {
+	srv := newCoAPServer(t, serverOpts{})
+	huge := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB: 256 blocks of 256 bytes
+	srv.handle(cmdPath, func(request) reply { return reply{Code: codes.Content, Body: huge} })
+	cfg := srv.config()
+	cfg.BlockSize = 256
+	s := open(t, cfg)
+	req := fetchReq
+	req.RxMaxSize = 1024
+	before := s.Stats().DatagramsSent
+	if _, err := s.Fetch(context.Background(), req); !errors.Is(err, transport.ErrTooLarge) {
+		t.Fatalf("Fetch: got %v, want ErrTooLarge", err)
+	}
+	// The auth, then one GET per block: 1024 bytes are 4 blocks and the 5th goes past them.
+	// Without the cap all 256 blocks are asked for and held.
+	if n := s.Stats().DatagramsSent - before; n > 1+5 {
+		t.Errorf("the client sent %d datagrams, want at most 6 for a 1024-byte receive buffer", n)
+	}
+	// The session stays usable.
+	srv.handle(cmdPath, func(request) reply { return reply{Code: codes.Content, Body: huge[:1000]} })
+	if got, err := s.Fetch(context.Background(), req); err != nil || len(got) != 1000 {
+		t.Fatalf("Fetch after the refusal: %d bytes, %v", len(got), err)
+	}
+}
+
 func TestOpenFailures(t *testing.T) {
 	srv := newCoAPServer(t, serverOpts{})
 	transporttest.RunOpenFailures(t, transporttest.OpenFailures(t, "udp", srv.target()), openTarget)

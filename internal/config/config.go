@@ -89,10 +89,12 @@ type ProvisioningConfig struct {
 	RxBufSize      int
 	TxBufSize      int
 	MaxCommands    int
-	Uplink         string // UplinkHost or UplinkModem
-	OnFinished     string // OnFinishedNone, OnFinishedModemRestart or OnFinishedExec
-	OnFinishedExec string // absolute path; required when OnFinished is OnFinishedExec
-	HooksDir       string // "" disables hooks
+	// AllowHashCommands lets the service's AT commands include #-commands.
+	AllowHashCommands bool
+	Uplink            string // UplinkHost or UplinkModem
+	OnFinished        string // OnFinishedNone, OnFinishedModemRestart or OnFinishedExec
+	OnFinishedExec    string // absolute path; required when OnFinished is OnFinishedExec
+	HooksDir          string // "" disables hooks
 }
 
 // HTTPConfig is the "http" section: the HTTPS endpoint of the Provisioning Service.
@@ -230,12 +232,21 @@ func load(file string, data []byte) (*Config, error) {
 	c := Default()
 	for _, k := range keys {
 		raw := v.Get(k.Key)
+		if val, ok := os.LookupEnv(k.Env); ok && val == "" {
+			// Viper takes an empty variable for an unset one and lets the file win. The
+			// environment beats the file: empty is the empty string for a string key and
+			// the default for any other.
+			if k.Type != TypeString {
+				continue
+			}
+			raw = ""
+		}
 		if raw == nil {
 			continue // not set: keep the default
 		}
 		if msg := k.decode(c, raw); msg != "" {
 			key := k.Key
-			if val, ok := os.LookupEnv(k.Env); ok && val != "" {
+			if _, ok := os.LookupEnv(k.Env); ok {
 				key += " (from " + k.Env + ")"
 			}
 			verr.add(key, "%s", msg)

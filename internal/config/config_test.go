@@ -29,7 +29,7 @@ func TestDefaults(t *testing.T) {
 			Spread: 0, InitialBackoff: 60 * time.Second, RxBufSize: 8192, TxBufSize: 49152, MaxCommands: 10,
 			Uplink: "host", OnFinished: "none", OnFinishedExec: "", HooksDir: "/etc/provisiond/hooks.d"},
 		HTTP:    HTTPConfig{Hostname: "provisioning-http.nrfcloud.com", Port: 443, Timeout: 30 * time.Second},
-		CoAP:    CoAPConfig{Hostname: "coap.nrfcloud.com", Port: 5684, Timeout: 30 * time.Second, DTLSSessionCache: true},
+		CoAP:    CoAPConfig{Hostname: "coap.nrfcloud.com", Port: 5684, Timeout: 30 * time.Second, DTLSSessionCache: false},
 		Store:   StoreConfig{Path: "/var/lib/provisiond/settings", Prefix: "provisioning"},
 		Control: ControlConfig{Socket: "/run/provisiond/provisiond.sock"},
 		Log:     LogConfig{Level: "info", Format: "auto"},
@@ -48,10 +48,10 @@ func allChanged() *Config {
 			ProvisionRootCA: false, RootCASecTag: 42, JWTSecTag: 16842753, JWTValidTime: 360 * time.Second, TraceAT: true},
 		Provisioning: ProvisioningConfig{Transport: "coap", AutoStart: false, Interval: 90 * time.Minute,
 			Spread: 3 * time.Second, InitialBackoff: 1500 * time.Millisecond, RxBufSize: 4096, TxBufSize: 4096,
-			MaxCommands: 20, Uplink: "modem", OnFinished: "exec", OnFinishedExec: "/usr/local/bin/on \"done\"",
+			MaxCommands: 20, AllowHashCommands: true, Uplink: "modem", OnFinished: "exec", OnFinishedExec: "/usr/local/bin/on \"done\"",
 			HooksDir: ""},
 		HTTP:    HTTPConfig{Hostname: "127.0.0.1", Port: 8443, Timeout: 250 * time.Millisecond, CAFile: "/tmp/ca.pem"},
-		CoAP:    CoAPConfig{Hostname: "::1", Port: 15684, Timeout: 5 * time.Second, DTLSSessionCache: false, CAFile: "/tmp/coap ca.pem"},
+		CoAP:    CoAPConfig{Hostname: "::1", Port: 15684, Timeout: 5 * time.Second, DTLSSessionCache: true, CAFile: "/tmp/coap ca.pem"},
 		Store:   StoreConfig{Path: "/tmp/state/settings", Prefix: "prov/sub"},
 		Control: ControlConfig{Socket: "relative.sock"},
 		Log:     LogConfig{Level: "debug", Format: "json"},
@@ -210,9 +210,19 @@ func TestLoad(t *testing.T) {
 				eq(t, c.Provisioning.MaxCommands, 20)
 				eq(t, c.HTTP.Timeout, 5*time.Second)
 			}},
-		{name: "empty env var is unset", yaml: "modem:\n  port: /dev/ttyACM0\n",
-			env:   map[string]string{"PROVISIOND_MODEM_PORT": ""},
-			check: func(t *testing.T, c *Config) { eq(t, c.Modem.Port, "/dev/ttyACM0") }},
+		{name: "empty env var clears the file's setting",
+			yaml: "modem:\n  port: /dev/ttyACM0\n  baud: 9600\n  trace_at: true\nprovisioning:\n  hooks_dir: /srv/hooks\n  spread: 1m\n",
+			env: map[string]string{"PROVISIOND_MODEM_PORT": "", "PROVISIOND_PROVISIONING_HOOKS_DIR": "",
+				"PROVISIOND_MODEM_BAUD": "", "PROVISIOND_MODEM_TRACE_AT": "", "PROVISIOND_PROVISIONING_SPREAD": ""},
+			check: func(t *testing.T, c *Config) {
+				eq(t, c.Modem.Port, "")
+				eq(t, c.Provisioning.HooksDir, "") // hooks off
+				eq(t, c.Modem.Baud, 115200)        // not a string: back to the default
+				eq(t, c.Modem.TraceAT, false)
+				eq(t, c.Provisioning.Spread, time.Duration(0))
+			}},
+		{name: "empty env var for a key that needs a value", env: map[string]string{"PROVISIOND_COAP_HOSTNAME": ""},
+			want: []wantProblem{{"coap.hostname (from PROVISIOND_COAP_HOSTNAME)", "must not be empty"}}},
 		{name: "unrelated env var ignored", env: map[string]string{"PROVISIOND_EVENT": "x", "PROVISIONDX_MODEM_PORT": "y"},
 			check: func(t *testing.T, c *Config) { eq(t, c, Default()) }},
 		{name: "exec with program", yaml: "provisioning:\n  on_finished: exec\n  on_finished_exec: /usr/bin/true\n",

@@ -21,8 +21,9 @@ func WriteYAML(w io.Writer, c *Config) error {
 	fmt.Fprint(bw, `# provisiond configuration: /etc/provisiond/provisiond.yaml
 #
 # Every key is listed with its default. Each key can also be set from the environment as
-# PROVISIOND_<SECTION>_<KEY> (shown with each key), which beats this file; a systemd unit can
-# set them in /etc/default/provisiond. "Kconfig" names the option of the nRF Connect SDK's
+# PROVISIOND_<SECTION>_<KEY> (shown with each key), which beats this file, also when empty
+# (an empty string, or the default for a key that is no string); a systemd unit can set them
+# in /etc/default/provisiond. "Kconfig" names the option of the nRF Connect SDK's
 # device-side provisioning library that a key corresponds to; "host only" keys have none.
 # Durations take a unit: 500ms, 30s, 5m, 24h.
 #

@@ -57,10 +57,23 @@ var sectionDocs = []struct{ name, doc string }{
 	{"log", "Logging to stderr (the journal under systemd)."},
 }
 
+// Ranges that the engine checks too: it validates what it is given against these rather than
+// keeping ranges of its own.
+const (
+	// MaxCommandsMin and MaxCommandsMax bound provisioning.max_commands, the device library's
+	// NRF_PROVISIONING_CBOR_RECORDS range.
+	MaxCommandsMin = 5
+	MaxCommandsMax = 20
+	// MaxSecTag is the largest modem security tag (a positive int32).
+	MaxSecTag = math.MaxInt32
+	// MaxJWTValidTime bounds modem.jwt_valid_time (NRF_PROVISIONING_JWT_MAX_VALID_TIME_S).
+	MaxJWTValidTime = 360 * time.Second
+)
+
 // Keys returns the table of every configuration key, in file order. The slice is new on each
 // call; changing it changes nothing else.
 func Keys() []KeyInfo {
-	const maxSecTag = math.MaxInt32 // the modem's sec_tag is a positive int32
+	const maxSecTag = MaxSecTag
 	return []KeyInfo{
 		// modem
 		stringKey("modem.port", "", "",
@@ -90,11 +103,11 @@ func Keys() []KeyInfo {
 		intKey("modem.jwt_sec_tag", 0, 0, maxSecTag, "NRF_PROVISIONING_JWT_SEC_TAG",
 			"Security tag of the key that signs the JWT; 0 is the modem's device identity key.",
 			func(c *Config) *int { return &c.Modem.JWTSecTag }),
-		durationKey("modem.jwt_valid_time", 300*time.Second, 0, 360*time.Second, time.Second, "NRF_PROVISIONING_JWT_MAX_VALID_TIME_S",
+		durationKey("modem.jwt_valid_time", 300*time.Second, 0, MaxJWTValidTime, time.Second, "NRF_PROVISIONING_JWT_MAX_VALID_TIME_S",
 			"Lifetime asked of the modem for each JWT (%JWT exp_delta, whole seconds); 0 leaves expiry out. The JWT is reused while valid.",
 			func(c *Config) *time.Duration { return &c.Modem.JWTValidTime }),
 		boolKey("modem.trace_at", false, "",
-			"Log every line written to and read from the modem at debug level (JWTs, tokens and key material redacted).",
+			"Log every line written to and read from the modem at debug level, so it shows with log.level: debug (JWTs, tokens and key material redacted).",
 			func(c *Config) *bool { return &c.Modem.TraceAT }),
 
 		// provisioning
@@ -119,9 +132,12 @@ func Keys() []KeyInfo {
 		intKey("provisioning.tx_buf_size", 49152, 256, 65536, "NRF_PROVISIONING_TX_BUF_SZ",
 			"Transmit buffer size in bytes, sent to the service as txMaxSize; bounds the encoded responses. The default carries a batch of 10 results each up to the modem's 4 KB answer (a %KEYGEN answer is about 1 KB) with their CBOR framing.",
 			func(c *Config) *int { return &c.Provisioning.TxBufSize }),
-		intKey("provisioning.max_commands", 10, 5, 20, "NRF_PROVISIONING_CBOR_RECORDS",
+		intKey("provisioning.max_commands", 10, MaxCommandsMin, MaxCommandsMax, "NRF_PROVISIONING_CBOR_RECORDS",
 			"Most commands per batch, sent to the service as limit; a larger batch is refused.",
 			func(c *Config) *int { return &c.Provisioning.MaxCommands }),
+		boolKey("provisioning.allow_hash_commands", false, "",
+			"Run AT commands from the service that are #-commands (AT#X…). Serial Modem and Serial LTE Modem firmware hand these to the board's application instead of the modem (reset, sockets, DFU), which the device library never lets the service reach, so by default they are refused and reported to the service as failed.",
+			func(c *Config) *bool { return &c.Provisioning.AllowHashCommands }),
 		enumKey("provisioning.uplink", UplinkHost, []string{UplinkHost, UplinkModem}, "",
 			"Which network carries the traffic to the service. host: the gateway's own, so the modem stays offline while it works. modem: this modem is the only uplink, so it is brought back online (and registered) before each upload, as on the device.",
 			func(c *Config) *string { return &c.Provisioning.Uplink }),
@@ -159,8 +175,8 @@ func Keys() []KeyInfo {
 		durationKey("coap.timeout", 30*time.Second, 100*time.Millisecond, 10*time.Minute, 0, "NRF_PROVISIONING_COAP_TIMEOUT_SECONDS",
 			"Longest wait for each CoAP exchange, retransmissions included.",
 			func(c *Config) *time.Duration { return &c.CoAP.Timeout }),
-		boolKey("coap.dtls_session_cache", true, "NRF_PROVISIONING_COAP_DTLS_SESSION_CACHE",
-			"Resume the DTLS session between attempts instead of a full handshake each time.",
+		boolKey("coap.dtls_session_cache", false, "NRF_PROVISIONING_COAP_DTLS_SESSION_CACHE",
+			"Resume the DTLS session between attempts instead of a full handshake each time. Off by default: a resumed session negotiates no DTLS Connection ID with the DTLS library provisiond uses, so it does not survive NAT rebinding, and a host that handshakes once per attempt saves little.",
 			func(c *Config) *bool { return &c.CoAP.DTLSSessionCache }),
 		stringKey("coap.ca_file", "", "",
 			"PEM file of the roots that verify the service; empty uses the nRF Cloud CoAP root CA shipped with provisiond.",

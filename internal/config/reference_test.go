@@ -13,7 +13,8 @@ const referenceHeader = "# Configuration reference\n\n" +
 	"Generated from the key table in `internal/config` (the same table that validates a config\n" +
 	"file), so it cannot drift: `go test ./internal/config -run TestReferenceDoc -update` rewrites\n" +
 	"it, and `provisiond config reference` prints the table. Every key can also be set from the\n" +
-	"environment as `PROVISIOND_<SECTION>_<KEY>` (for example `PROVISIOND_MODEM_PORT`).\n\n"
+	"environment as `PROVISIOND_<SECTION>_<KEY>` (for example `PROVISIOND_MODEM_PORT`), which\n" +
+	"beats the file, also when empty: an empty string, or the default for a key that is no string.\n\n"
 
 // TestReferenceDoc keeps docs/config.md equal to the generated Markdown table.
 func TestReferenceDoc(t *testing.T) {

@@ -28,6 +28,9 @@ const (
 	msgLineTooLong = "modem response line too long; response incomplete"
 	msgCancelled   = interruptedMessage // the grace after SIGTERM ran out
 	msgLocal       = "local error: "
+	msgHashCommand = "command refused: #-commands reach the serial front-end's application, not the modem " +
+		"(provisioning.allow_hash_commands is off)"
+	msgTooMuch = "modem response too long; response incomplete"
 )
 
 // batchResult is what executing one batch produced.
@@ -41,6 +44,8 @@ type batchResult struct {
 	stopped error
 	// uplink is set when Uplink "modem" registration did not come; the outbox waits.
 	uplink error
+	// failure names the command that failed and why, "" when none did.
+	failure string
 }
 
 // batch is the execution state of one batch; it lives for one executeBatch call.
@@ -52,12 +57,13 @@ type batch struct {
 	n   int // attempt number, for events
 	j   journal
 
-	persistBroken bool // a journal write failed: stop before the next command
-	prepared      bool // CMEE and mode handled (first AT command)
-	savedCMEE     int  // the CMEE value to restore at the end; -1: none, or restored
-	cmeeRestored  bool // the saved CMEE value was restored: delete it from the store
-	savedMode     int  // the mode to restore at the end; -1: none, or restored
-	switched      bool // this batch restores the saved mode: it switched, or found it pending
+	persistBroken bool   // a journal write failed: stop before the next command
+	prepared      bool   // CMEE and mode handled (first AT command)
+	savedCMEE     int    // the CMEE value to restore at the end; -1: none, or restored
+	cmeeRestored  bool   // the saved CMEE value was restored: delete it from the store
+	savedMode     int    // the mode to restore at the end; -1: none, or restored
+	switched      bool   // this batch restores the saved mode: it switched, or found it pending
+	failure       string // the failing command and why, for the attempt's outcome
 }
 
 // executeBatch runs cmds per docs/protocol.md §4.1–§4.5 and returns the batch's outbox. The
@@ -126,6 +132,7 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 	if res.stopped != nil && isModemLost(res.stopped) {
 		d.log.Warn("modem lost during a batch", zap.Error(res.stopped))
 	}
+	res.failure = b.failure
 	res.uplink = b.finish()
 	ob := b.j.toOutbox()
 	extra := []store.Change{}
@@ -274,15 +281,22 @@ func (b *batch) writeJournal(executing string) error {
 func (b *batch) runAT(cmd proto.Command) (proto.Response, error) {
 	cctx, cancel := graceContext(b.ctx, b.d.grace)
 	defer cancel()
-	resp, err := b.m.Command(cctx, cmd.ATString())
+	var resp atmodem.Response
+	var err error
+	if line := cmd.ATString(); !b.cfg.AllowHashCommands && atmodem.HasHashCommand(line) {
+		err = fmt.Errorf("daemon: %s: %w", commandLabel(cmd), ErrHashCommand)
+	} else {
+		resp, err = b.m.Command(cctx, line)
+	}
 	b.j.Executing = ""
 	r := atResponse(cmd, resp, err)
 	if r.Kind == proto.KindError {
+		b.failure = cleanText(fmt.Sprintf("command %s failed (correlation id %s): %s", commandLabel(cmd), cmd.ID, r.Message))
 		b.d.log.Warn("command failed", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
-			zap.String("command", cmd.SetCommand), zap.Uint64("cme_error", r.CMEError), zap.Error(err))
+			zap.String("command", commandLabel(cmd)), zap.Uint64("cme_error", r.CMEError), zap.Error(err))
 	} else {
 		b.d.log.Info("command done", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
-			zap.String("command", cmd.SetCommand))
+			zap.String("command", commandLabel(cmd)))
 	}
 	return r, err
 }
@@ -340,8 +354,22 @@ func atResponse(cmd proto.Command, resp atmodem.Response, err error) proto.Respo
 		return fail(0, msgInvalid)
 	case errors.Is(err, atmodem.ErrLineTooLong):
 		return fail(0, msgLineTooLong)
+	case errors.Is(err, atmodem.ErrResponseTooLong):
+		return fail(0, msgTooMuch)
+	case errors.Is(err, ErrHashCommand):
+		return fail(0, msgHashCommand)
 	}
 	return fail(0, msgLocal+strings.ToValidUTF8(err.Error(), "\uFFFD"))
+}
+
+// commandLabel names an AT command in logs and errors without its parameters, which may be
+// secret: "AT%CMNG", "AT#XRESET".
+func commandLabel(cmd proto.Command) string {
+	name := "AT" + cmd.SetCommand
+	if i := strings.IndexAny(name, "=?; \t\r\n\""); i >= 0 {
+		name = name[:i]
+	}
+	return cleanText(truncate(name, 32))
 }
 
 // runConfig writes a config command's pairs and its response in one Apply, so the pairs and
@@ -385,6 +413,7 @@ func (b *batch) configFailed(cmd proto.Command, i int, errno syscall.Errno, caus
 	if i < len(cmd.Properties) {
 		key = cmd.Properties[i].Key
 	}
+	b.failure = cleanText(fmt.Sprintf("config command failed (correlation id %s): %s: %s", cmd.ID, msg, errno.Error()))
 	b.d.log.Warn("config command failed", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
 		zap.String("key", truncate(key, 64)), zap.String("errno", errno.Error()), zap.NamedError("cause", cause))
 	if err := b.writeJournal(""); err != nil {

@@ -283,7 +283,7 @@ func TestBatchResponses(t *testing.T) {
 			if got := h.m.batchCommands(); !reflect.DeepEqual(got, tt.wantBatch) && !(len(got) == 0 && len(tt.wantBatch) == 0) {
 				t.Errorf("modem ran %q, want %q", got, tt.wantBatch)
 			}
-			if got := getKey(h.kv, DefaultStorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
+			if got := getKey(h.kv, testConfig().StorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
 				t.Errorf("persisted cursor = %q, want %q", got, tt.wantCursor)
 			}
 			if got := h.m.mode(); got != startMode {
@@ -477,7 +477,7 @@ func TestBatchStoreFaults(t *testing.T) {
 			} else if !reflect.DeepEqual(ups[0], tt.wantUpload) {
 				t.Errorf("upload = %v, want %v", ups[0], tt.wantUpload)
 			}
-			if got := getKey(kv, DefaultStorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
+			if got := getKey(kv, testConfig().StorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
 				t.Errorf("cursor = %q, want %q", got, tt.wantCursor)
 			}
 			if got := h.m.mode(); got != 1 {
@@ -505,6 +505,8 @@ func TestAtResponse(t *testing.T) {
 		{"closed", atmodem.Response{}, atmodem.ErrClosed, errResp("i", 0, msgPortLost)},
 		{"invalid command", atmodem.Response{}, atmodem.ErrInvalidCommand, errResp("i", 0, msgInvalid)},
 		{"line too long", atmodem.Response{}, atmodem.ErrLineTooLong, errResp("i", 0, msgLineTooLong)},
+		{"answer too long", atmodem.Response{}, &atmodem.ResponseTooLongError{Limit: 65536, Kept: 64, Dropped: 9}, errResp("i", 0, msgTooMuch)},
+		{"#-command refused", atmodem.Response{}, fmt.Errorf("daemon: AT#XRESET: %w", ErrHashCommand), errResp("i", 0, msgHashCommand)},
 		{"deadline", atmodem.Response{}, context.DeadlineExceeded, errResp("i", 0, msgTimeout)},
 		{"cancelled", atmodem.Response{}, context.Canceled, errResp("i", 0, msgCancelled)},
 		{"other", atmodem.Response{}, errors.New("boom"), errResp("i", 0, msgLocal+"boom")},
@@ -598,7 +600,7 @@ func TestServiceQuota(t *testing.T) {
 					cmds = append(cmds, config(id, "service/"+id, f.value))
 				}
 			}
-			for batch := range slices.Chunk(cmds, DefaultMaxCommands) {
+			for batch := range slices.Chunk(cmds, testConfig().MaxCommands) {
 				h.cloud.push(t, batch...)
 			}
 			h.cloud.push(t, at("a", "%A", ""), finished("f"))

@@ -37,69 +37,67 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/provisiond/provisiond/internal/atmodem"
-	"github.com/provisiond/provisiond/internal/proto"
+	conf "github.com/provisiond/provisiond/internal/config" // named apart from the tests' config() helper
 	"github.com/provisiond/provisiond/internal/rootca"
 	"github.com/provisiond/provisiond/internal/store"
 	"github.com/provisiond/provisiond/internal/transport"
 )
 
-// Config is what the daemon runs with; cmd/provisiond maps config.Config onto it. New fills
-// the zero values with the defaults named on each field.
+// Config is what the daemon runs with; cmd/provisiond maps config.Config onto it. The config
+// package owns every default and range: New checks a Config and never replaces a value, so
+// an explicit zero that the config allows (jwt_valid_time 0, root_ca_sec_tag 0, spread 0)
+// reaches the engine as given. Only HookTimeout, which is no config key, has a default here.
 type Config struct {
-	// Transport is "http" (default) or "coap"; it picks the root CA written into the modem.
+	// Transport is "http" or "coap"; it picks the root CA written into the modem.
 	Transport string
 	// ClientVersion is sent as cver.
 	ClientVersion string
-	// MaxCommands is the batch limit sent as `limit` (default 10); RxBufSize and TxBufSize are
-	// sent as rxMaxSize and txMaxSize (defaults 1024 and 2048).
+	// MaxCommands is the batch limit sent as `limit`, in the config's range; RxBufSize and
+	// TxBufSize (positive) are sent as rxMaxSize and txMaxSize.
 	MaxCommands, RxBufSize, TxBufSize int
-	// Uplink is "host" (default: the host's network carries the traffic, no waiting for LTE)
-	// or "modem" (wait for LTE registration after a batch before uploading).
+	// Uplink is "host" (the host's network carries the traffic, no waiting for LTE) or
+	// "modem" (wait for LTE registration after a batch before uploading).
 	Uplink string
 	// JWTSecTag is the modem sec tag whose key signs the JWT (0: the device identity key).
 	JWTSecTag int
-	// JWTValidTime is the validity asked of the modem (default 300s).
+	// JWTValidTime is the validity asked of the modem, whole seconds; 0 leaves expiry out
+	// (and a JWT without expiry is not reused).
 	JWTValidTime time.Duration
 	// SetClockFromHost lets the daemon set the modem clock from the host's (UTC) when the
 	// modem has no valid time before a JWT is needed.
 	SetClockFromHost bool
-	// ProvisionRootCA writes RootCAPEM into RootCASecTag (default 189298) at start when that
+	// ProvisionRootCA writes RootCAPEM into RootCASecTag (0 is a valid tag) at start when that
 	// tag holds no CA certificate. An existing one is never overwritten. RootCAPEM defaults to
 	// the root of Transport's endpoint.
 	ProvisionRootCA bool
 	RootCASecTag    int
 	RootCAPEM       string
-	// AutoStart runs an attempt at start; otherwise the first one is one interval later.
+	// AutoStart runs an attempt at start and then on the schedule; without it attempts run
+	// only when triggered (TriggerNow: `provisiond now`, SIGUSR1).
 	AutoStart bool
-	// Interval is the default time between attempts (default 24h) when the store's
+	// Interval is the time between attempts (positive) when the store's
 	// <StorePrefix>/interval-sec is unset or invalid; a random delay in [0, Spread) is added.
 	Interval, Spread time.Duration
-	// InitialBackoff is the first delay after a busy or timed-out attempt (default 60s); it
+	// InitialBackoff is the first delay (positive) after a busy or timed-out attempt; it
 	// doubles up to 24h and is reset by a normal outcome.
 	InitialBackoff time.Duration
-	// OnFinished is "none" (default), "modem-restart" or "exec" (run OnFinishedExec, split
-	// on white space, no shell). HooksDir holds executables run on every event, each bounded
-	// by HookTimeout (default 10s).
+	// OnFinished is "none", "modem-restart" or "exec" (run OnFinishedExec, split on white
+	// space, no shell). HooksDir holds executables run on every event ("" for none), each
+	// bounded by HookTimeout (default 10s).
 	OnFinished, OnFinishedExec, HooksDir string
 	HookTimeout                          time.Duration
-	// StorePrefix is the settings subtree of the protocol's keys (default "provisioning").
+	// AllowHashCommands lets the service's AT commands include #-commands, which Serial
+	// Modem firmware hands to the board's application instead of the modem.
+	AllowHashCommands bool
+	// StorePrefix is the settings subtree of the protocol's keys.
 	StorePrefix string
 }
 
-// Defaults for the zero values of Config.
-const (
-	DefaultMaxCommands    = proto.DefaultMaxCommands
-	DefaultRxBufSize      = transport.DefaultRxMaxSize
-	DefaultTxBufSize      = transport.DefaultTxMaxSize
-	DefaultJWTValidTime   = 300 * time.Second
-	DefaultRootCASecTag   = 189298
-	DefaultInterval       = 24 * time.Hour
-	DefaultInitialBackoff = 60 * time.Second
-	DefaultHookTimeout    = 10 * time.Second
-	DefaultStorePrefix    = "provisioning"
-	// MaxBackoff caps the doubling backoff (docs/protocol.md §4.7).
-	MaxBackoff = 24 * time.Hour
-)
+// DefaultHookTimeout bounds each hook when Config.HookTimeout is zero.
+const DefaultHookTimeout = 10 * time.Second
+
+// MaxBackoff caps the doubling backoff (protocol.md §4.7).
+const MaxBackoff = 24 * time.Hour
 
 // Uplink and OnFinished values.
 const (
@@ -113,7 +111,6 @@ const (
 const (
 	transportHTTP           = "http"
 	transportCoAP           = "coap"
-	maxCommandsUpperBound   = 20 // the device library's Kconfig range ends at 20
 	reservedPrefix          = "provisiond/"
 	reservedPrefixBare      = "provisiond"
 	maxRoundsPerAttempt     = 64
@@ -121,22 +118,10 @@ const (
 	defaultRegistrationWait = 120 * time.Second // NRF_PROVISIONING_MODEM_STATE_WAIT_TIMEOUT_SECONDS
 )
 
-// withDefaults fills zero values and checks the rest.
-func (c Config) withDefaults() (Config, error) {
-	c.Transport = cmp.Or(c.Transport, transportHTTP)
-	c.MaxCommands = cmp.Or(c.MaxCommands, DefaultMaxCommands)
-	c.RxBufSize = cmp.Or(c.RxBufSize, DefaultRxBufSize)
-	c.TxBufSize = cmp.Or(c.TxBufSize, DefaultTxBufSize)
-	c.Uplink = cmp.Or(c.Uplink, UplinkHost)
-	c.JWTValidTime = cmp.Or(c.JWTValidTime, DefaultJWTValidTime)
-	// Tag 0 is legal on the modem, but the protocol's CA tag has a default and a zero here
-	// means "not configured".
-	c.RootCASecTag = cmp.Or(c.RootCASecTag, DefaultRootCASecTag)
-	c.Interval = cmp.Or(c.Interval, DefaultInterval)
-	c.InitialBackoff = cmp.Or(c.InitialBackoff, DefaultInitialBackoff)
+// validate checks c against the ranges of the config package, which owns them, and fills in
+// only what is no config key (HookTimeout, RootCAPEM).
+func (c Config) validate() (Config, error) {
 	c.HookTimeout = cmp.Or(c.HookTimeout, DefaultHookTimeout)
-	c.OnFinished = cmp.Or(c.OnFinished, OnFinishedNone)
-	c.StorePrefix = cmp.Or(c.StorePrefix, DefaultStorePrefix)
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	switch c.Transport {
@@ -149,24 +134,27 @@ func (c Config) withDefaults() (Config, error) {
 			c.RootCAPEM = pem
 		}
 	}
-	if c.MaxCommands < 1 || c.MaxCommands > maxCommandsUpperBound {
-		bad("max commands %d is outside 1..%d", c.MaxCommands, maxCommandsUpperBound)
+	if c.MaxCommands < conf.MaxCommandsMin || c.MaxCommands > conf.MaxCommandsMax {
+		bad("max commands %d is outside %d..%d", c.MaxCommands, conf.MaxCommandsMin, conf.MaxCommandsMax)
 	}
-	if c.RxBufSize < 0 || c.TxBufSize < 0 {
-		bad("buffer sizes must not be negative")
+	if c.RxBufSize <= 0 || c.TxBufSize <= 0 {
+		bad("buffer sizes must be positive, got rx %d, tx %d", c.RxBufSize, c.TxBufSize)
 	}
 	switch c.Uplink {
 	case UplinkHost, UplinkModem:
 	default:
 		bad("uplink %q is not host or modem", c.Uplink)
 	}
-	if c.JWTSecTag < 0 || c.RootCASecTag < 0 {
-		bad("sec tags must not be negative")
+	if c.JWTSecTag < 0 || c.RootCASecTag < 0 || c.JWTSecTag > conf.MaxSecTag || c.RootCASecTag > conf.MaxSecTag {
+		bad("sec tags must be in 0..%d", conf.MaxSecTag)
 	}
-	if c.JWTValidTime < time.Second {
-		bad("jwt valid time %s is shorter than a second", c.JWTValidTime)
+	if c.JWTValidTime < 0 || c.JWTValidTime > conf.MaxJWTValidTime || c.JWTValidTime%time.Second != 0 {
+		bad("jwt valid time %s is not whole seconds in 0s..%s", c.JWTValidTime, conf.MaxJWTValidTime)
 	}
-	if c.Interval < 0 || c.Spread < 0 || c.InitialBackoff < 0 || c.HookTimeout < 0 {
+	if c.Interval <= 0 || c.InitialBackoff <= 0 {
+		bad("interval %s and initial backoff %s must be positive", c.Interval, c.InitialBackoff)
+	}
+	if c.Spread < 0 || c.HookTimeout < 0 {
 		bad("durations must not be negative")
 	}
 	switch c.OnFinished {
@@ -178,7 +166,10 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		bad("on_finished %q is not none, modem-restart or exec", c.OnFinished)
 	}
-	if c.StorePrefix == reservedPrefixBare || hasReservedPrefix(c.StorePrefix+"/") {
+	switch {
+	case c.StorePrefix == "":
+		bad("store prefix is empty")
+	case c.StorePrefix == reservedPrefixBare || hasReservedPrefix(c.StorePrefix+"/"):
 		bad("store prefix %q is the daemon's own subtree", c.StorePrefix)
 	}
 	if len(problems) > 0 {
@@ -287,9 +278,9 @@ type Daemon struct {
 	outage   bool // a modem outage was logged; the next successful open says it is back
 }
 
-// New checks cfg, fills its defaults and returns a Daemon. It does no I/O.
+// New checks cfg and returns a Daemon. It does no I/O.
 func New(cfg Config, deps Deps) (*Daemon, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +316,9 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	return d, nil
 }
 
+// Config returns the configuration the daemon runs with, as New or Reconfigure checked it.
+func (d *Daemon) Config() Config { return d.config() }
+
 // config returns the current configuration.
 func (d *Daemon) config() Config {
 	d.mu.Lock()
@@ -335,7 +329,7 @@ func (d *Daemon) config() Config {
 // Reconfigure swaps in a new configuration (SIGHUP). An attempt in progress finishes with the
 // old one; the scheduler recomputes the next attempt time with the new one.
 func (d *Daemon) Reconfigure(cfg Config) error {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.validate()
 	if err != nil {
 		return err
 	}

@@ -19,25 +19,34 @@ func TestNewValidates(t *testing.T) {
 		Dial:      func(context.Context) (Session, error) { return nil, errors.New("x") },
 		Store:     store.NewMemory(store.Limits{}),
 	}
+	with := func(f func(*Config)) Config { c := testConfig(); f(&c); return c }
 	tests := []struct {
 		name    string
 		cfg     Config
 		deps    func(*Deps)
 		wantErr string
 	}{
-		{name: "zero config is valid"},
-		{name: "bad transport", cfg: Config{Transport: "smoke"}, wantErr: "transport"},
-		{name: "bad uplink", cfg: Config{Uplink: "wifi"}, wantErr: "uplink"},
-		{name: "too many commands", cfg: Config{MaxCommands: 21}, wantErr: "max commands"},
-		{name: "negative buffers", cfg: Config{RxBufSize: -1}, wantErr: "buffer"},
-		{name: "negative tag", cfg: Config{JWTSecTag: -1}, wantErr: "sec tags"},
-		{name: "short jwt", cfg: Config{JWTValidTime: time.Millisecond}, wantErr: "jwt valid time"},
-		{name: "negative durations", cfg: Config{Spread: -time.Second}, wantErr: "durations"},
-		{name: "exec without command", cfg: Config{OnFinished: OnFinishedExec}, wantErr: "on_finished_exec"},
-		{name: "bad on_finished", cfg: Config{OnFinished: "reboot"}, wantErr: "on_finished"},
-		{name: "reserved prefix", cfg: Config{StorePrefix: "provisiond"}, wantErr: "prefix"},
-		{name: "reserved prefix subtree", cfg: Config{StorePrefix: "provisiond/x"}, wantErr: "prefix"},
-		{name: "missing deps", deps: func(d *Deps) { d.Store = nil }, wantErr: "required"},
+		{name: "the config file's defaults are valid", cfg: testConfig()},
+		{name: "explicit zeros the config allows", cfg: with(func(c *Config) {
+			c.JWTValidTime, c.RootCASecTag, c.JWTSecTag, c.Spread = 0, 0, 0, 0
+		})},
+		{name: "zero config", cfg: Config{}, wantErr: "transport"},
+		{name: "bad transport", cfg: with(func(c *Config) { c.Transport = "smoke" }), wantErr: "transport"},
+		{name: "bad uplink", cfg: with(func(c *Config) { c.Uplink = "wifi" }), wantErr: "uplink"},
+		{name: "too many commands", cfg: with(func(c *Config) { c.MaxCommands = 21 }), wantErr: "max commands"},
+		{name: "fewer commands than the config allows", cfg: with(func(c *Config) { c.MaxCommands = 4 }), wantErr: "max commands"},
+		{name: "zero buffer", cfg: with(func(c *Config) { c.RxBufSize = 0 }), wantErr: "buffer"},
+		{name: "negative tag", cfg: with(func(c *Config) { c.JWTSecTag = -1 }), wantErr: "sec tags"},
+		{name: "sub-second jwt", cfg: with(func(c *Config) { c.JWTValidTime = time.Millisecond }), wantErr: "jwt valid time"},
+		{name: "long jwt", cfg: with(func(c *Config) { c.JWTValidTime = time.Hour }), wantErr: "jwt valid time"},
+		{name: "zero interval", cfg: with(func(c *Config) { c.Interval = 0 }), wantErr: "interval"},
+		{name: "negative durations", cfg: with(func(c *Config) { c.Spread = -time.Second }), wantErr: "durations"},
+		{name: "exec without command", cfg: with(func(c *Config) { c.OnFinished = OnFinishedExec }), wantErr: "on_finished_exec"},
+		{name: "bad on_finished", cfg: with(func(c *Config) { c.OnFinished = "reboot" }), wantErr: "on_finished"},
+		{name: "empty prefix", cfg: with(func(c *Config) { c.StorePrefix = "" }), wantErr: "prefix"},
+		{name: "reserved prefix", cfg: with(func(c *Config) { c.StorePrefix = "provisiond" }), wantErr: "prefix"},
+		{name: "reserved prefix subtree", cfg: with(func(c *Config) { c.StorePrefix = "provisiond/x" }), wantErr: "prefix"},
+		{name: "missing deps", cfg: testConfig(), deps: func(d *Deps) { d.Store = nil }, wantErr: "required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,12 +59,9 @@ func TestNewValidates(t *testing.T) {
 				if err != nil {
 					t.Fatalf("New: %v", err)
 				}
-				c := d.config()
-				if c.MaxCommands != 10 || c.TxBufSize != 2048 || c.RxBufSize != 1024 || c.Uplink != UplinkHost ||
-					c.JWTValidTime != 300*time.Second || c.RootCASecTag != 189298 || c.Interval != 24*time.Hour ||
-					c.InitialBackoff != time.Minute || c.HookTimeout != 10*time.Second || c.StorePrefix != "provisioning" ||
-					c.OnFinished != OnFinishedNone || c.Transport != "http" {
-					t.Errorf("defaults = %+v", c)
+				// Nothing is filled in or replaced: the config package owns the defaults.
+				if got := d.Config(); got != tt.cfg {
+					t.Errorf("New changed the config:\n got %+v\nwant %+v", got, tt.cfg)
 				}
 				return
 			}
@@ -68,7 +74,9 @@ func TestNewValidates(t *testing.T) {
 
 func TestRootCADefaultFromTransport(t *testing.T) {
 	for _, tr := range []string{"http", "coap"} {
-		c, err := Config{Transport: tr, ProvisionRootCA: true}.withDefaults()
+		cfg := testConfig()
+		cfg.Transport, cfg.ProvisionRootCA = tr, true
+		c, err := cfg.validate()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -25,6 +27,7 @@ type Result struct {
 	// Executed counts the AT and config commands run in this attempt; Failed counts the error
 	// responses uploaded or waiting for upload in it (a recovered interrupted command too).
 	Executed, Failed int
+	// Reason also names the failing command of an attempt that otherwise ended normally.
 	// Finished is true when a FINISHED ack was delivered.
 	Finished bool
 	// Err is the error behind a failure, for errors.Is.
@@ -52,7 +55,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 
 	o := d.runAttempt(ctx, cfg, n)
 
-	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor}
+	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor, failed: o.res.Failed > 0}
 	if o.res.Event == EventFailedDeviceNotClaimed {
 		d.jwt = jwtCache{} // a rejected JWT is not worth reusing
 		info.token = d.claimToken(ctx)
@@ -139,6 +142,9 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		br := d.executeBatch(ctx, cfg, n, cmds)
 		res.Executed += br.executed
 		res.Failed += br.failed
+		if br.failure != "" {
+			res.Reason = br.failure // the attempt may still end as NO_COMMANDS or DONE
+		}
 		if br.uplink != nil {
 			return fail(br.uplink)
 		}
@@ -256,7 +262,31 @@ func reasonOf(err error) string {
 	if err == nil {
 		return ""
 	}
-	return strings.ToValidUTF8(truncate(err.Error(), 300), "\uFFFD")
+	return cleanText(err.Error())
+}
+
+// maxReasonLen bounds a reason in events, status and hook environments.
+const maxReasonLen = 300
+
+// cleanText makes text from the modem or the service safe to show, store and pass on: valid
+// UTF-8, one line, no control characters (an escape sequence must not reach a terminal, a NUL
+// must not reach a hook's environment, where exec refuses it), at most maxReasonLen bytes.
+func cleanText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' ' // C0, DEL and C1, including CR, LF, ESC and NUL
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > maxReasonLen {
+		cut := maxReasonLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
 }
 
 // claimToken fetches the attestation token to pass with FAILED_DEVICE_NOT_CLAIMED (the owner

@@ -54,7 +54,7 @@ func TestOutboxRetry(t *testing.T) {
 			if st := h.d.Status(); st.OutboxPending != 3 {
 				t.Errorf("status outbox_pending = %d, want 3", st.OutboxPending)
 			}
-			if hasKey(h.kv, DefaultStorePrefix+"/"+subkeyCursor) {
+			if hasKey(h.kv, testConfig().StorePrefix+"/"+subkeyCursor) {
 				t.Error("cursor persisted although the upload failed")
 			}
 			h.cloud.mu.Lock()
@@ -75,7 +75,7 @@ func TestOutboxRetry(t *testing.T) {
 			if ups := h.cloud.allUploads(); len(ups) != 1 || !reflect.DeepEqual(ups[0], want) {
 				t.Errorf("uploads = %v, want %v", ups, want)
 			}
-			if got := getKey(h.kv, DefaultStorePrefix+"/"+subkeyCursor); got != "f" {
+			if got := getKey(h.kv, testConfig().StorePrefix+"/"+subkeyCursor); got != "f" {
 				t.Errorf("cursor = %q, want f", got)
 			}
 			if hasKey(h.kv, keyOutbox) {
@@ -180,7 +180,7 @@ func TestJournalRecovery(t *testing.T) {
 			if len(ups) == 0 || !reflect.DeepEqual(ups[0], tt.want) {
 				t.Errorf("first upload = %v, want %v", ups, tt.want)
 			}
-			if got := getKey(kv, DefaultStorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
+			if got := getKey(kv, testConfig().StorePrefix+"/"+subkeyCursor); got != tt.wantCursor {
 				t.Errorf("cursor = %q, want %q", got, tt.wantCursor)
 			}
 			if len(m.batchCommands()) != 0 {

@@ -21,4 +21,7 @@ var (
 	// ErrStore means the daemon's own state (journal, outbox, saved mode) could not be
 	// written, so a crash at this point could lose a result.
 	ErrStore = errors.New("state not persisted")
+	// ErrHashCommand means the service sent an AT #-command and Config.AllowHashCommands is
+	// off: such commands reach the serial front-end's application, not the modem.
+	ErrHashCommand = errors.New("#-command refused")
 )

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -47,10 +49,12 @@ type eventInfo struct {
 	cursor  string
 	next    time.Time
 	token   string // attestation token, FAILED_DEVICE_NOT_CLAIMED only; never logged in full
+	failed  bool   // a command failed in this attempt: a normal outcome is logged as a warning
 }
 
 // emit logs ev, keeps it for Status and queues the hooks.
 func (d *Daemon) emit(ev Event, info eventInfo) {
+	info.reason = cleanText(info.reason) // it reaches status output, logs and hook environments
 	rec := EventRecord{Time: d.now(), Event: ev, Attempt: info.attempt, Reason: info.reason, CorrelationID: info.cursor}
 	if !info.next.IsZero() {
 		next := info.next
@@ -82,7 +86,11 @@ func (d *Daemon) emit(ev Event, info eventInfo) {
 	if info.token != "" {
 		fields = append(fields, logging.Secret("attestation_token", info.token))
 	}
-	if ce := d.log.Check(eventLevel(ev), "provisioning event"); ce != nil {
+	level := eventLevel(ev)
+	if info.failed && level < zapcore.WarnLevel {
+		level = zapcore.WarnLevel // NO_COMMANDS or DONE after a failed command is no success
+	}
+	if ce := d.log.Check(level, "provisioning event"); ce != nil {
 		ce.Write(fields...)
 	}
 
@@ -102,27 +110,44 @@ func eventLevel(ev Event) zapcore.Level {
 	return zapcore.InfoLevel
 }
 
-// eventEnv is the environment hooks get, on top of the daemon's own.
+// eventEnv is the environment hooks get, on top of the daemon's own. Every value is made one
+// line without control characters: the reason and correlation id come from the modem or the
+// service, and a NUL in any variable makes exec refuse to start the hook.
 func eventEnv(rec EventRecord, uuid, token string) []string {
-	env := []string{
-		"PROVISIOND_EVENT=" + string(rec.Event),
-		"PROVISIOND_TIME=" + rec.Time.UTC().Format(time.RFC3339),
-		"PROVISIOND_REASON=" + rec.Reason,
-		"PROVISIOND_DEVICE_UUID=" + uuid,
-		"PROVISIOND_CORRELATION_ID=" + rec.CorrelationID,
-		"PROVISIOND_ATTEMPT=" + strconv.Itoa(rec.Attempt),
-	}
 	next := ""
 	if rec.NextAttempt != nil {
 		next = rec.NextAttempt.UTC().Format(time.RFC3339)
 	}
-	env = append(env, "PROVISIOND_NEXT_ATTEMPT="+next)
+	vars := [][2]string{
+		{"PROVISIOND_EVENT", string(rec.Event)},
+		{"PROVISIOND_TIME", rec.Time.UTC().Format(time.RFC3339)},
+		{"PROVISIOND_REASON", rec.Reason},
+		{"PROVISIOND_DEVICE_UUID", uuid},
+		{"PROVISIOND_CORRELATION_ID", rec.CorrelationID},
+		{"PROVISIOND_ATTEMPT", strconv.Itoa(rec.Attempt)},
+		{"PROVISIOND_NEXT_ATTEMPT", next},
+	}
 	if token != "" {
 		// Hooks run as the daemon's user from a root-owned folder; the token is what an
 		// owner needs to claim the device, so a hook may forward it.
-		env = append(env, "PROVISIOND_ATTESTATION_TOKEN="+token)
+		vars = append(vars, [2]string{"PROVISIOND_ATTESTATION_TOKEN", token})
+	}
+	env := make([]string, 0, len(vars))
+	for _, v := range vars {
+		env = append(env, v[0]+"="+envValue(v[1]))
 	}
 	return env
+}
+
+// envValue drops what cannot or should not be in an environment variable's value: NUL and
+// the other control characters.
+func envValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
 }
 
 // eventRing keeps the last eventRingSize events.

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/provisiond/provisiond/internal/atmodem"
+	conf "github.com/provisiond/provisiond/internal/config"
 	"github.com/provisiond/provisiond/internal/proto"
 	"github.com/provisiond/provisiond/internal/store"
 	"github.com/provisiond/provisiond/internal/transport"
@@ -520,12 +521,29 @@ type harness struct {
 	opens int
 }
 
+// testConfig is the config file's defaults, with no root CA to provision and no hooks folder
+// (the tests add those where they test them).
 func testConfig() Config {
+	def := conf.Default()
+	p := def.Provisioning
 	return Config{
+		Transport:        p.Transport,
 		ClientVersion:    "test",
-		AutoStart:        true,
+		MaxCommands:      p.MaxCommands,
+		RxBufSize:        p.RxBufSize,
+		TxBufSize:        p.TxBufSize,
+		Uplink:           p.Uplink,
+		JWTSecTag:        def.Modem.JWTSecTag,
+		JWTValidTime:     def.Modem.JWTValidTime,
 		SetClockFromHost: true,
+		RootCASecTag:     def.Modem.RootCASecTag,
+		AutoStart:        true,
+		Interval:         p.Interval,
+		Spread:           p.Spread,
+		InitialBackoff:   p.InitialBackoff,
+		OnFinished:       p.OnFinished,
 		HookTimeout:      5 * time.Second,
+		StorePrefix:      def.Store.Prefix,
 	}
 }
 

@@ -120,7 +120,7 @@ func TestHookScheduledHasNextAttempt(t *testing.T) {
 	if first := files["0-SCHEDULED_PROVISIONING"]; first["PROVISIOND_NEXT_ATTEMPT"] != s.now.Format(time.RFC3339) {
 		t.Errorf("first SCHEDULED_PROVISIONING = %v, want the start time", first)
 	}
-	want := s.now.Add(DefaultInterval).Format(time.RFC3339)
+	want := s.now.Add(testConfig().Interval).Format(time.RFC3339)
 	if sched == nil || sched["PROVISIOND_NEXT_ATTEMPT"] != want {
 		t.Errorf("SCHEDULED_PROVISIONING env = %v, want next attempt %s", sched, want)
 	}

@@ -30,11 +30,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if cfg.AutoStart {
 		d.next = d.now().Add(d.spread(cfg))
+		d.setNext(d.next)
+		d.emit(EventScheduledProvisioning, eventInfo{next: d.next})
 	} else {
-		d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
+		d.manual()
 	}
-	d.setNext(d.next)
-	d.emit(EventScheduledProvisioning, eventInfo{next: d.next})
 
 	delay := d.reopenMin
 	for {
@@ -183,7 +183,13 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		d.status.backoff = d.backoff
 		d.mu.Unlock()
 		wait := max(d.next.Sub(d.now()), 0)
+		if d.next.IsZero() {
+			wait = MaxBackoff // manual mode: the timer is never selected, only TriggerNow wakes
+		}
 		timer, stop := d.after(wait)
+		if d.next.IsZero() {
+			timer = nil
+		}
 		select {
 		case <-ctx.Done():
 			stop()
@@ -194,8 +200,11 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 			return
 		case <-d.resched:
 			stop()
-			if d.backoff == 0 {
-				cfg := d.config()
+			switch cfg := d.config(); {
+			case !cfg.AutoStart:
+				d.manual()
+			case d.backoff == 0 || d.next.IsZero():
+				d.backoff = 0
 				d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
 				d.setNext(d.next)
 				d.emit(EventScheduledProvisioning, eventInfo{next: d.next, reason: "interval changed"})
@@ -207,6 +216,18 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		}
 		o := d.attempt(ctx)
 		cfg := d.config() // an interval change made by the batch applies from now on
+		if !cfg.AutoStart {
+			d.manual()
+			d.notify(o.res, time.Time{})
+			if ctx.Err() != nil {
+				return
+			}
+			if o.modemLost || modemGone(m) {
+				d.logOutage("modem disconnected, waiting for it to come back", o.res.Err)
+				return
+			}
+			continue
+		}
 		if o.backoff {
 			d.backoff = nextBackoff(d.backoff, cfg.InitialBackoff)
 			d.next = d.now().Add(d.backoff)
@@ -227,7 +248,15 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 	}
 }
 
-// nextBackoff doubles the backoff from initial, capped at MaxBackoff (docs/protocol.md §4.7).
+// manual is the schedule of provisioning.auto_start off: no attempt until TriggerNow (the
+// `provisiond now` command, SIGUSR1), no retry after a failure either.
+func (d *Daemon) manual() {
+	d.backoff = 0
+	d.next = time.Time{}
+	d.setNext(d.next)
+}
+
+// nextBackoff doubles the backoff from initial, capped at MaxBackoff (protocol.md §4.7).
 func nextBackoff(cur, initial time.Duration) time.Duration {
 	if cur <= 0 {
 		return min(initial, MaxBackoff)

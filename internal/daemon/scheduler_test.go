@@ -135,9 +135,8 @@ func TestSchedulerInterval(t *testing.T) {
 	}
 }
 
-func TestSchedulerSpreadAndNoAutoStart(t *testing.T) {
+func TestSchedulerSpread(t *testing.T) {
 	cfg := testConfig()
-	cfg.AutoStart = false
 	cfg.Interval = time.Hour
 	cfg.Spread = 10 * time.Second
 	h := newHarness(t, cfg, nil, nil)
@@ -149,11 +148,8 @@ func TestSchedulerSpreadAndNoAutoStart(t *testing.T) {
 	}
 	s := startRun(t, h)
 	r := s.next()
-	if r.d != time.Hour+7*time.Second {
-		t.Errorf("first timer = %s, want interval + spread (no auto start)", r.d)
-	}
-	if s.attempts() != 0 {
-		t.Error("attempt ran at start without auto_start")
+	if r.d != 7*time.Second {
+		t.Errorf("first timer = %s, want the spread", r.d)
 	}
 	r.c <- s.now
 	if r = s.next(); r.d != time.Hour+7*time.Second {
@@ -161,6 +157,41 @@ func TestSchedulerSpreadAndNoAutoStart(t *testing.T) {
 	}
 	if s.attempts() != 1 {
 		t.Errorf("attempts = %d, want 1", s.attempts())
+	}
+}
+
+// Without auto_start, attempts run only when asked for (`provisiond now`, SIGUSR1): not at
+// start, not an interval later, and a failed one is not retried on its own.
+func TestNoAutoStartIsManual(t *testing.T) {
+	cfg := testConfig()
+	cfg.AutoStart = false
+	cfg.Interval = time.Hour
+	h := newHarness(t, cfg, nil, nil)
+	h.cloud.fetchErrs = []error{&transport.StatusError{Transport: "http", Op: "fetch", Code: "503", Kind: transport.ErrBusy}}
+	s := startRun(t, h)
+	r := s.next()
+	if st := h.d.Status(); st.NextAttempt != nil {
+		t.Errorf("next attempt %v announced without auto_start", st.NextAttempt)
+	}
+	r.c <- s.now.Add(365 * 24 * time.Hour) // however long it waits
+	h.d.TriggerNow()
+	r = s.next()
+	if s.attempts() != 1 {
+		t.Fatalf("attempts = %d, want 1 (on the trigger only)", s.attempts())
+	}
+	if st := h.d.Status(); st.NextAttempt != nil || st.State == StateBackoff {
+		t.Errorf("after a busy service: next %v, state %s; want no retry without a trigger", st.NextAttempt, st.State)
+	}
+	r.c <- s.now.Add(365 * 24 * time.Hour)
+	h.d.TriggerNow()
+	s.next()
+	if s.attempts() != 2 {
+		t.Fatalf("attempts = %d, want 2", s.attempts())
+	}
+	for _, e := range h.d.Status().Events {
+		if e.Event == EventScheduledProvisioning {
+			t.Errorf("SCHEDULED_PROVISIONING %+v without auto_start", e)
+		}
 	}
 }
 
@@ -254,13 +285,13 @@ func TestTriggerNowDuringBackoff(t *testing.T) {
 	h.cloud.fetchErrs = []error{transport.ErrBusy}
 	s := startRun(t, h)
 	s.next().c <- s.now // attempt 1: busy
-	if r := s.next(); r.d != DefaultInitialBackoff {
+	if r := s.next(); r.d != testConfig().InitialBackoff {
 		t.Fatalf("timer = %s, want the initial backoff", r.d)
 	}
 	h.d.TriggerNow()
 	r := s.next() // attempt 2 ran at once, succeeded, backoff reset
-	if r.d != DefaultInterval || s.attempts() != 2 {
-		t.Errorf("timer = %s after %d attempts, want %s after 2", r.d, s.attempts(), DefaultInterval)
+	if r.d != testConfig().Interval || s.attempts() != 2 {
+		t.Errorf("timer = %s after %d attempts, want %s after 2", r.d, s.attempts(), testConfig().Interval)
 	}
 }
 
@@ -268,7 +299,7 @@ func TestSetIntervalReschedules(t *testing.T) {
 	h := newHarness(t, testConfig(), nil, nil)
 	s := startRun(t, h)
 	s.next().c <- s.now
-	if r := s.next(); r.d != DefaultInterval {
+	if r := s.next(); r.d != testConfig().Interval {
 		t.Fatalf("timer = %s", r.d)
 	}
 	if err := h.d.SetInterval(context.Background(), 120); err != nil {
@@ -289,7 +320,7 @@ func TestSetIntervalReschedules(t *testing.T) {
 	if err := h.d.SetInterval(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if r := s.next(); r.d != DefaultInterval {
+	if r := s.next(); r.d != testConfig().Interval {
 		t.Errorf("timer after SetInterval(0) = %s, want the configured interval", r.d)
 	}
 	if err := h.d.Reconfigure(cfg); err != nil {
