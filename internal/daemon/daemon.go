@@ -96,7 +96,7 @@ type Config struct {
 // DefaultHookTimeout bounds each hook when Config.HookTimeout is zero.
 const DefaultHookTimeout = 10 * time.Second
 
-// MaxBackoff caps the doubling backoff (protocol.md §4.7).
+// MaxBackoff caps the doubling backoff (docs/protocol.md §4.7).
 const MaxBackoff = 24 * time.Hour
 
 // Uplink and OnFinished values.

@@ -256,7 +256,7 @@ func (d *Daemon) manual() {
 	d.setNext(d.next)
 }
 
-// nextBackoff doubles the backoff from initial, capped at MaxBackoff (protocol.md §4.7).
+// nextBackoff doubles the backoff from initial, capped at MaxBackoff (docs/protocol.md §4.7).
 func nextBackoff(cur, initial time.Duration) time.Duration {
 	if cur <= 0 {
 		return min(initial, MaxBackoff)
