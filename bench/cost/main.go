@@ -10,7 +10,7 @@
 //   - idle CPU time and context switches of that daemon between attempts, and its RSS;
 //   - optionally (-long N), its memory and open files over N more attempts.
 //
-// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap] [-long 3000]
+// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap] [-long 3000] [-once]
 package main
 
 import (
@@ -37,16 +37,17 @@ func main() {
 	idle := flag.String("idle", "20s", "idle sampling checkpoints from one start, comma-separated (e.g. 20s,150s)")
 	transport := flag.String("transport", "http", "http or coap")
 	long := flag.Int("long", 0, "after the idle window, this many more attempts of the 10-command batch, printing memory every twelfth")
+	onceOnly := flag.Bool("once", false, "measure only `run --once` (sizes, CPU, AT commands, serial bytes), no long-running daemon")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *bin, *n, *idle, *transport, *long); err != nil {
+	if err := run(ctx, *bin, *n, *idle, *transport, *long, *onceOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "cost:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin string, n int, idleFlag, transport string, long int) error {
+func run(ctx context.Context, bin string, n int, idleFlag, transport string, long int, onceOnly bool) error {
 	var idle []time.Duration
 	for _, f := range strings.Split(idleFlag, ",") {
 		d, err := time.ParseDuration(strings.TrimSpace(f))
@@ -90,6 +91,9 @@ func run(ctx context.Context, bin string, n int, idleFlag, transport string, lon
 
 	if err := onceCPU(ctx, bed, bin, n); err != nil {
 		return err
+	}
+	if onceOnly {
+		return nil
 	}
 	return daemonCPU(ctx, bed, bin, n, idle, long)
 }
