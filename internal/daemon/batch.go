@@ -53,15 +53,16 @@ type batch struct {
 	j   journal
 
 	persistBroken bool // a journal write failed: stop before the next command
+	prepared      bool // CMEE and mode handled (first AT command)
+	savedCMEE     int  // the CMEE value to restore at the end; -1: none, or restored
+	cmeeRestored  bool // the saved CMEE value was restored: delete it from the store
+	savedMode     int  // the mode to restore at the end; -1: none, or restored
+	switched      bool // this batch restores the saved mode: it switched, or found it pending
+
 	// unsaved is set while the journal in memory holds a result the store does not have yet:
 	// the next write (the next AT command's, a config command's, or the one before the batch
 	// touches the modem again) carries it.
-	unsaved      bool
-	prepared     bool // CMEE and mode handled (first AT command)
-	savedCMEE    int  // the CMEE value to restore at the end; -1: none, or restored
-	cmeeRestored bool // the saved CMEE value was restored: delete it from the store
-	savedMode    int  // the mode to restore at the end; -1: none, or restored
-	switched     bool // this batch restores the saved mode: it switched, or found it pending
+	unsaved bool
 }
 
 // executeBatch runs cmds per docs/protocol.md §4.1–§4.5 and returns the batch's outbox. The
