@@ -189,7 +189,7 @@ func TestFaultModemStall(t *testing.T) {
 			b.Modem().Stall()
 			p := start(t, ctx, b, "run", "--once")
 			at := 0
-			waitMsg(t, ctx, p, &at, "could not read the device UUID") // two commands timed out
+			waitMsg(t, ctx, p, &at, "root CA provisioning failed") // two commands timed out
 			if err := p.Kill(); err != nil {
 				t.Fatal(err)
 			}

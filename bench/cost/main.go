@@ -8,9 +8,12 @@
 //   - AT commands and serial bytes of each `run --once`;
 //   - CPU time per attempt of a long-running `run`, triggered with SIGUSR1 (from /proc);
 //   - idle CPU time and context switches of that daemon between attempts, and its RSS;
-//   - optionally (-long N), its memory and open files over N more attempts.
+//   - optionally (-long N), its memory and open files over N more attempts;
+//   - with -writes instead, only the settings-store writes (renames of the settings file)
+//     and fsyncs of one `run --once` per job, counted by strace.
 //
-// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap] [-long 3000]
+// Usage: go run ./bench/cost [-bin path] [-n 30] [-idle 20s,150s] [-transport http|coap] [-long 3000] [-once]
+// or: go run ./bench/cost -bin path -writes [-transport http|coap]
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -37,16 +41,27 @@ func main() {
 	idle := flag.String("idle", "20s", "idle sampling checkpoints from one start, comma-separated (e.g. 20s,150s)")
 	transport := flag.String("transport", "http", "http or coap")
 	long := flag.Int("long", 0, "after the idle window, this many more attempts of the 10-command batch, printing memory every twelfth")
+	onceOnly := flag.Bool("once", false, "measure only `run --once` (sizes, CPU, AT commands, serial bytes), no long-running daemon")
+	writes := flag.Bool("writes", false, "only count the store writes and fsyncs of one `run --once` per job, under strace")
 	flag.Parse()
+	if *writes {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := countWrites(ctx, *bin, *transport); err != nil {
+			fmt.Fprintln(os.Stderr, "cost:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *bin, *n, *idle, *transport, *long); err != nil {
+	if err := run(ctx, *bin, *n, *idle, *transport, *long, *onceOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "cost:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin string, n int, idleFlag, transport string, long int) error {
+func run(ctx context.Context, bin string, n int, idleFlag, transport string, long int, onceOnly bool) error {
 	var idle []time.Duration
 	for _, f := range strings.Split(idleFlag, ",") {
 		d, err := time.ParseDuration(strings.TrimSpace(f))
@@ -90,6 +105,9 @@ func run(ctx context.Context, bin string, n int, idleFlag, transport string, lon
 
 	if err := onceCPU(ctx, bed, bin, n); err != nil {
 		return err
+	}
+	if onceOnly {
+		return nil
 	}
 	return daemonCPU(ctx, bed, bin, n, idle, long)
 }
@@ -469,4 +487,66 @@ func waitOutcome(ctx context.Context, p *testbed.Process, from int, want string)
 		}
 	}
 	return fmt.Errorf("attempt stopped without an outcome event")
+}
+
+// countWrites runs `run --once` once per job under `strace -f` and counts the renames onto the
+// settings file (one per store write: temporary file, fsync, rename, fsync of the folder) and
+// the fsyncs, next to the AT commands sent.
+func countWrites(ctx context.Context, bin, transport string) error {
+	if bin == "" {
+		return errors.New("-writes needs -bin")
+	}
+	straceBin, err := exec.LookPath("strace")
+	if err != nil {
+		return fmt.Errorf("-writes needs strace: %w", err)
+	}
+	tmp, err := os.MkdirTemp("", "provisiond-writes-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bed, err := testbed.Start(ctx, testbed.Options{Transport: transport, InitialMode: 1,
+		Settings: map[string]any{"provisioning.interval": "24h"}})
+	if err != nil {
+		return err
+	}
+	defer bed.Close()
+	// The first run writes the root CA and sets the clock; it is not counted.
+	if _, err := once(ctx, bed, bin, benchkit.Realistic.Reqs); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	fmt.Printf("# store writes per `run --once` (%s), binary %s\n\n", transport, bin)
+	fmt.Println("| job | AT commands sent | of them the job's | store writes | fsync + fdatasync | store writes per job AT command |")
+	fmt.Println("|---|---|---|---|---|---|")
+	store := filepath.Base(bed.StorePath())
+	for _, job := range []*benchkit.Job{&benchkit.Batch10, &benchkit.Realistic} {
+		if _, err := bed.Queue(job.Reqs()...); err != nil {
+			return err
+		}
+		trace := filepath.Join(tmp, job.Name+".strace")
+		n0 := len(bed.ModemCommands())
+		cmd := bed.Command(ctx, bin, "run", "--once")
+		cmd.Args = append([]string{straceBin, "-f", "-qq", "-o", trace,
+			"-e", "trace=fsync,fdatasync,rename,renameat,renameat2", bin}, cmd.Args[1:]...)
+		cmd.Path = straceBin
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %w: %s", job.Name, err, lastLines(string(out), 3))
+		}
+		b, err := os.ReadFile(trace)
+		if err != nil {
+			return err
+		}
+		renames, syncs := 0, 0
+		for _, l := range strings.Split(string(b), "\n") {
+			switch {
+			case strings.Contains(l, "rename") && strings.Contains(l, "/"+store+"\""):
+				renames++
+			case strings.Contains(l, "fsync(") || strings.Contains(l, "fdatasync("):
+				syncs++
+			}
+		}
+		at := len(bed.ModemCommands()) - n0
+		fmt.Printf("| %s | %d | %d | %d | %d | %.2f |\n", job.Name, at, job.AT, renames, syncs, float64(renames)/float64(job.AT))
+	}
+	return nil
 }

@@ -62,7 +62,11 @@ func (r *renderer) handle(e testbed.LogEntry) {
 	}
 	switch e.Msg {
 	case "modem ready":
-		r.line("·", "modem answered: firmware %s, device %s", e.Str("modem_version"), e.Str("device_uuid"))
+		if id := e.Str("device_uuid"); id != "" {
+			r.line("·", "modem answered: firmware %s, device %s", e.Str("modem_version"), id)
+		} else { // the UUID comes with the first JWT
+			r.line("·", "modem answered: firmware %s", e.Str("modem_version"))
+		}
 	case "root CA written and verified":
 		r.line("·", "root CA written to sec tag %s, modem lists SHA-256 %s (verified)", e.Str("sec_tag"), short(e.Str("sha256"), 16))
 	case "root CA written; this modem firmware lists no hash to verify it":

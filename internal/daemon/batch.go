@@ -64,6 +64,11 @@ type batch struct {
 	savedMode     int    // the mode to restore at the end; -1: none, or restored
 	switched      bool   // this batch restores the saved mode: it switched, or found it pending
 	failure       string // the failing command and why, for the attempt's outcome
+
+	// unsaved is set while the journal in memory holds a result the store does not have yet:
+	// the next write (the next AT command's, a config command's, or the one before the batch
+	// touches the modem again) carries it.
+	unsaved bool
 }
 
 // executeBatch runs cmds per docs/protocol.md §4.1–§4.5 and returns the batch's outbox. The
@@ -98,6 +103,8 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 				res.stopped = err
 				break
 			}
+			// One durable write per AT command: it records the previous command's result
+			// and this command as running (see journal in state.go for why that is safe).
 			if err := b.writeJournal(cmd.ID); err != nil {
 				res.stopped = err
 				break
@@ -106,15 +113,9 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 			r, err := b.runAT(cmd)
 			b.j.Responses = append(b.j.Responses, toRecord(r))
 			b.j.Cursor = cmd.ID
+			b.unsaved = true
 			if isModemLost(err) {
 				res.stopped = fmt.Errorf("daemon: batch: command %s: %w", cmd.ID, err)
-			}
-			if jerr := b.writeJournal(""); jerr != nil {
-				d.log.Error("could not record a command's result; stopping the batch",
-					zap.String("correlation_id", cmd.ID), zap.Error(jerr))
-				if res.stopped == nil {
-					res.stopped = jerr
-				}
 			}
 		default:
 			// DecodeCommands refuses unknown kinds; keep the batch safe if that ever changes.
@@ -122,6 +123,18 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 		}
 		if res.stopped != nil {
 			break
+		}
+	}
+	if b.unsaved {
+		// The last AT command's result is made durable before the modem is touched again
+		// (CMEE and mode restore, registration wait): a stop from here on reports it as it
+		// was, not as interrupted. persistOutbox cannot take its place, as it runs after
+		// the restore, which it records.
+		if err := b.writeJournal(""); err != nil {
+			d.log.Error("could not record a command's result", zap.String("correlation_id", b.j.Cursor), zap.Error(err))
+			if res.stopped == nil {
+				res.stopped = err
+			}
 		}
 	}
 	for _, r := range b.j.Responses {
@@ -261,7 +274,8 @@ func (b *batch) finish() error {
 }
 
 // writeJournal persists the batch state, with executing set to the command about to run (or
-// "" after it ran). A failure before a command means it is not run.
+// "" when none is), together with every result recorded so far. A failure before a command
+// means it is not run; the results it would have carried stay in memory for the outbox.
 func (b *batch) writeJournal(executing string) error {
 	b.j.Executing = executing
 	c, err := setJSON(keyJournal, &b.j)
@@ -273,6 +287,7 @@ func (b *batch) writeJournal(executing string) error {
 		b.persistBroken = true
 		return fmt.Errorf("daemon: batch: journal: %w: %w", ErrStore, err)
 	}
+	b.unsaved = false
 	return nil
 }
 
@@ -394,6 +409,7 @@ func (b *batch) runConfig(cmd proto.Command) {
 		err = b.d.deps.Store.Apply(append(changes, jc))
 	}
 	if err == nil {
+		b.unsaved = false // the journal written with the pairs carries the earlier results too
 		b.d.log.Info("config written", zap.Int("attempt", b.n), zap.String("correlation_id", cmd.ID),
 			zap.Int("pairs", len(cmd.Properties)))
 		return

@@ -345,6 +345,65 @@ func TestBatchModemSequence(t *testing.T) {
 	}
 }
 
+// TestJournalWritesPerATCommand: the journal is written once per AT command, just before it
+// is sent, and that write carries every earlier result; a batch ending with an AT command adds
+// one write for its result before the modem is restored, one ending with a config command
+// does not (the config write carries it).
+func TestJournalWritesPerATCommand(t *testing.T) {
+	tests := []struct {
+		name string
+		cmds []proto.Command
+		want []string // per journal write: executing id, then the ids with results
+	}{
+		{
+			name: "AT commands then FINISHED",
+			cmds: []proto.Command{at("a", "%A", ""), at("b", "%B", ""), at("c", "%C", ""), finished("f")},
+			want: []string{"a:", "b:a", "c:a,b", ":a,b,c"},
+		},
+		{
+			name: "AT commands then a config command",
+			cmds: []proto.Command{at("a", "%A", ""), at("b", "%B", ""), config("k", "x/y", "1"), finished("f")},
+			want: []string{"a:", "b:a", ":a,b,k"},
+		},
+		{
+			name: "config only",
+			cmds: []proto.Command{config("k", "x/y", "1"), finished("f")},
+			want: []string{":k"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := &faultyKV{KV: store.NewMemory(store.Limits{})}
+			var got []string
+			kv.fail = func(_ int, changes []store.Change) error {
+				for _, c := range changes {
+					if c.Key != keyJournal || c.Delete {
+						continue
+					}
+					var j journal
+					if err := json.Unmarshal([]byte(c.Value), &j); err != nil {
+						t.Errorf("journal %q: %v", c.Value, err)
+					}
+					ids := make([]string, len(j.Responses))
+					for i, r := range j.Responses {
+						ids[i] = r.ID
+					}
+					got = append(got, j.Executing+":"+strings.Join(ids, ","))
+				}
+				return nil
+			}
+			h := newHarness(t, testConfig(), nil, kv)
+			h.cloud.push(t, tt.cmds...)
+			if _, err := h.d.RunOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("journal writes = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 // errnoCode is how the device library reports -errno: stored into a uint32.
 func errnoCode(e syscall.Errno) uint64 { return uint64(1<<32 - uint64(e)) }
 

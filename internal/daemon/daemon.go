@@ -381,7 +381,8 @@ func (d *Daemon) AttestationToken(ctx context.Context) (string, error) {
 	return tok, nil
 }
 
-// DeviceUUID returns the modem's device UUID, read once per modem open.
+// DeviceUUID returns the modem's device UUID: the one the modem's JWT named, else read with
+// %ATTESTTOKEN once per modem open.
 func (d *Daemon) DeviceUUID(ctx context.Context) (string, error) {
 	d.mu.Lock()
 	id, m := d.status.deviceUUID, d.modem

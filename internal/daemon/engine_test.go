@@ -405,8 +405,12 @@ func TestTransportOutcomes(t *testing.T) {
 			},
 		},
 		{
-			name:        "modem clock unreadable backs off",
-			setup:       func(c *fakeCloud, m *fakeModem) { m.clockErr = fmt.Errorf("x: %w", atmodem.ErrTimeout) },
+			name: "modem clock unreadable backs off",
+			// The JWT fails for want of time, and the clock question that follows times out.
+			setup: func(c *fakeCloud, m *fakeModem) {
+				m.clockValid = false
+				m.clockErr = fmt.Errorf("x: %w", atmodem.ErrTimeout)
+			},
 			wantEvent:   EventFailed,
 			wantBackoff: true,
 		},
@@ -532,13 +536,72 @@ func TestJWT(t *testing.T) {
 		if _, err := h.d.RunOnce(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+		// The JWT is asked first; its failure (525) makes the daemon read the clock, set it
+		// and ask again.
 		cmds := m.commands()
-		if i, j := indexOf(cmds, "AT+CCLK"), indexOf(cmds, "AT%JWT=0,300"); i < 0 || j < i {
-			t.Errorf("commands = %q, want AT+CCLK before AT%%JWT", cmds)
+		i := indexOf(cmds, "AT%JWT=0,300")
+		want := []string{"AT%JWT=0,300", "AT%CCLK?", "AT+CCLK", "AT%JWT=0,300"}
+		if i < 0 || len(cmds) < i+len(want) || !reflect.DeepEqual(cmds[i:i+len(want)], want) {
+			t.Errorf("commands = %q, want %q", cmds, want)
 		}
 		if len(m.clockSet) != 1 || !m.clockSet[0].Equal(host) || m.clockSet[0].Location() != time.UTC {
 			t.Errorf("clock set to %v, want %v in UTC", m.clockSet, host)
 		}
+	})
+	t.Run("clock asked only when the JWT needs it", func(t *testing.T) {
+		h := newHarness(t, testConfig(), nil, nil)
+		if _, err := h.d.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if cmds := h.m.commands(); indexOf(cmds, "AT%CCLK?") >= 0 || indexOf(cmds, "AT%ATTESTTOKEN") >= 0 {
+			t.Errorf("commands = %q: the clock or the attestation token read for a modem with time", cmds)
+		}
+		if got := h.d.Status().DeviceUUID; got != h.m.uuid {
+			t.Errorf("device UUID %q, want %q from the JWT's iss", got, h.m.uuid)
+		}
+	})
+	t.Run("JWT error with valid time is the JWT's", func(t *testing.T) {
+		m := newFakeModem()
+		m.jwtErr = &atmodem.CMEError{Code: 525, Raw: "+CME ERROR: 525"}
+		h := newHarness(t, testConfig(), m, nil)
+		h.d.running.Store(true)
+		if err := h.d.onModemOpen(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		_, err := h.d.token(context.Background(), h.d.config())
+		var cme *atmodem.CMEError
+		if !errors.As(err, &cme) || cme.Code != 525 || errors.Is(err, ErrNoValidTime) {
+			t.Errorf("token: %v, want the JWT's CME 525", err)
+		}
+		if len(m.clockSet) != 0 || indexOf(m.commands(), "AT%CCLK?") < 0 {
+			t.Errorf("commands %q, clock set %v: want the clock read, not set", m.commands(), m.clockSet)
+		}
+		h.d.closeModem(m)
+	})
+	t.Run("clock read first when it may not be set, then not again", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.SetClockFromHost = false
+		h := newHarness(t, cfg, nil, nil)
+		h.d.running.Store(true)
+		if err := h.d.onModemOpen(context.Background(), h.m); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			h.d.jwt.token = "" // expired
+			if _, err := h.d.token(context.Background(), h.d.config()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var cmds []string
+		for _, c := range h.m.commands() {
+			if strings.Contains(c, "CCLK") || strings.HasPrefix(c, "AT%JWT") {
+				cmds = append(cmds, c)
+			}
+		}
+		if !reflect.DeepEqual(cmds, []string{"AT%CCLK?", "AT%JWT=0,300", "AT%JWT=0,300"}) {
+			t.Errorf("commands = %q, want the clock once, before the first JWT", cmds)
+		}
+		h.d.closeModem(h.m)
 	})
 }
 

@@ -51,6 +51,7 @@ type fakeModem struct {
 	clockSet   []time.Time
 	jwtCalls   int
 	jwtTTL     int64 // exp - iat of the JWTs made; 0: no exp/iat claims
+	jwtErr     error // returned by JWT, for reasons other than the clock
 	creds      []atmodem.Credential
 	listSHA    func(pem string) string // SHA listed after a write; nil: SHA-256 of the PEM
 	replies    map[string]reply
@@ -228,6 +229,13 @@ func (m *fakeModem) JWT(ctx context.Context, secTag int, validFor time.Duration)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.clockValid && validFor > 0 {
+		// Like the modem: iat and exp need valid time (docs/modem.md §1.3).
+		return "", &atmodem.CMEError{Code: 525, Raw: "+CME ERROR: 525"}
+	}
+	if m.jwtErr != nil {
+		return "", m.jwtErr
+	}
 	m.jwtCalls++
 	claims := fmt.Sprintf(`{"iss":"nrf9160.%s","jti":"%d"}`, m.uuid, m.jwtCalls)
 	if m.jwtTTL > 0 {

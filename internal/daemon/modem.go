@@ -211,18 +211,12 @@ func (d *Daemon) onModemOpen(ctx context.Context, m Modem) error {
 		d.log.Warn("could not read the modem firmware version", zap.Error(err))
 	}
 	d.markReady() // the modem answered
-	uuid, err := m.DeviceUUID(ctx)
-	if err != nil {
-		if isModemLost(err) || ctx.Err() != nil {
-			return err
-		}
-		d.log.Warn("could not read the device UUID", zap.Error(err))
-	}
+	// The device UUID is not read here: the first JWT carries it in its iss claim (see
+	// token), and DeviceUUID reads it with %ATTESTTOKEN when asked before that.
 	d.mu.Lock()
 	d.status.modemVersion = ver
-	d.status.deviceUUID = uuid
 	d.mu.Unlock()
-	d.log.Info("modem ready", zap.String("modem_version", ver), zap.String("device_uuid", uuid))
+	d.log.Info("modem ready", zap.String("modem_version", ver))
 
 	if err := d.ensureRootCA(ctx, m, cfg); err != nil {
 		if isModemLost(err) || ctx.Err() != nil {

@@ -52,7 +52,30 @@ func (r record) response() proto.Response {
 
 func (r record) failed() bool { return r.Kind == uint64(proto.KindError) }
 
-// journal is the state of the batch being executed, written before and after every command.
+// journal is the state of the batch being executed. It is written once per AT command, just
+// before the command is sent: that one write records the previous command's result and this
+// command as executing. A batch's last AT command (last before a config command, FINISHED or
+// the end) gets its result written by the config command's own write, or by one more write
+// before the modem is touched again. The outbox write then replaces the journal.
+//
+// Why one write per command is enough (docs/design.md, "The journal"): whatever instant a
+// SIGKILL or power loss hits, the journal on disk is the one of the last write, and
+//   - a command sent to the modem is named in it as executing, or has its result in it: the
+//     write naming it precedes the send, and the next write (which replaces the name by the
+//     result) comes only after the answer. So an executed command is never unreported: at
+//     worst it is reported as interrupted, with the result unknown;
+//   - a command named as executing is never sent again: a start turns the journal into the
+//     outbox (that command as interrupted, its id as the cursor), so the service does not
+//     serve it again;
+//   - the result of a command whose answer came before the daemon moved on to anything else
+//     on the modem is its real one: the daemon does nothing on the modem between an answer
+//     and the write that records it.
+//
+// A separate write after every command would add nothing to these: between an answer and the
+// next write the daemon only logs and encodes (no modem, service or hook I/O), so a crash
+// there is the same, to everyone outside, as a crash while waiting for the answer
+// (interrupted, result unknown). The e2e crash-point test kills the daemon before every
+// command line and checks that each earlier answered command keeps its real result.
 type journal struct {
 	Responses []record `json:"responses"`
 	// Cursor is the id of the last command processed (docs/protocol.md §4.1 step 3).
