@@ -88,6 +88,7 @@ type ProvisioningConfig struct {
 	InitialBackoff time.Duration
 	RxBufSize      int
 	TxBufSize      int
+	RxBufMax       int
 	MaxCommands    int
 	Uplink         string // UplinkHost or UplinkModem
 	OnFinished     string // OnFinishedNone, OnFinishedModemRestart or OnFinishedExec

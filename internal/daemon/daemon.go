@@ -53,6 +53,9 @@ type Config struct {
 	// MaxCommands is the batch limit sent as `limit` (default 10); RxBufSize and TxBufSize are
 	// sent as rxMaxSize and txMaxSize (defaults 1024 and 2048).
 	MaxCommands, RxBufSize, TxBufSize int
+	// RxBufMax caps the rxMaxSize of a fetch retried because the service named a larger size
+	// than RxBufSize (default 65536); a cap at or below RxBufSize means no retry.
+	RxBufMax int
 	// Uplink is "host" (default: the host's network carries the traffic, no waiting for LTE)
 	// or "modem" (wait for LTE registration after a batch before uploading).
 	Uplink string
@@ -91,6 +94,7 @@ const (
 	DefaultMaxCommands    = proto.DefaultMaxCommands
 	DefaultRxBufSize      = transport.DefaultRxMaxSize
 	DefaultTxBufSize      = transport.DefaultTxMaxSize
+	DefaultRxBufMax       = 65536
 	DefaultJWTValidTime   = 300 * time.Second
 	DefaultRootCASecTag   = 189298
 	DefaultInterval       = 24 * time.Hour
@@ -127,6 +131,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.MaxCommands = cmp.Or(c.MaxCommands, DefaultMaxCommands)
 	c.RxBufSize = cmp.Or(c.RxBufSize, DefaultRxBufSize)
 	c.TxBufSize = cmp.Or(c.TxBufSize, DefaultTxBufSize)
+	c.RxBufMax = cmp.Or(c.RxBufMax, DefaultRxBufMax)
 	c.Uplink = cmp.Or(c.Uplink, UplinkHost)
 	c.JWTValidTime = cmp.Or(c.JWTValidTime, DefaultJWTValidTime)
 	// Tag 0 is legal on the modem, but the protocol's CA tag has a default and a zero here
@@ -152,7 +157,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxCommands < 1 || c.MaxCommands > maxCommandsUpperBound {
 		bad("max commands %d is outside 1..%d", c.MaxCommands, maxCommandsUpperBound)
 	}
-	if c.RxBufSize < 0 || c.TxBufSize < 0 {
+	if c.RxBufSize < 0 || c.TxBufSize < 0 || c.RxBufMax < 0 {
 		bad("buffer sizes must not be negative")
 	}
 	switch c.Uplink {

@@ -117,7 +117,7 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		if err != nil {
 			return fail(err)
 		}
-		body, err := sess.Fetch(ctx, transport.FetchRequest{
+		body, err := d.fetch(ctx, cfg, sess, n, transport.FetchRequest{
 			After: d.cursor, RxMaxSize: cfg.RxBufSize, TxMaxSize: cfg.TxBufSize, Limit: cfg.MaxCommands,
 			ModemVersion: d.modemVersion(), ClientVersion: cfg.ClientVersion, JWT: tok,
 		})
@@ -126,7 +126,7 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 			return outcome{res: res}
 		}
 		if err != nil {
-			return fail(fmt.Errorf("daemon: fetch: %w", err))
+			return fail(err)
 		}
 		cmds, err := proto.DecodeCommands(body, cfg.MaxCommands)
 		if err != nil {
@@ -156,6 +156,36 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		}
 	}
 	return fail(fmt.Errorf("daemon: attempt: still getting batches after %d rounds", maxRoundsPerAttempt))
+}
+
+// fetch asks for the next batch. When the service refuses it as too large for rxMaxSize and
+// names the size the next command needs, the fetch is repeated once, at once, with that size
+// if it is within cfg.RxBufMax: a host has the memory, and without the retry the command
+// would be refused on every attempt for ever. Past the cap the error names the key to raise.
+func (d *Daemon) fetch(ctx context.Context, cfg Config, sess Session, n int, req transport.FetchRequest) ([]byte, error) {
+	body, err := sess.Fetch(ctx, req)
+	var small *transport.RxTooSmallError
+	if !errors.As(err, &small) {
+		if err != nil {
+			return nil, fmt.Errorf("daemon: fetch: %w", err)
+		}
+		return body, nil
+	}
+	if small.Need > cfg.RxBufMax {
+		d.log.Warn("fetch refused as too large, and the size the service names is over provisioning.rx_buf_max",
+			zap.Int("attempt", n), zap.Int("rx_max_size", small.RxMaxSize), zap.Int("needed", small.Need),
+			zap.Int("rx_buf_max", cfg.RxBufMax))
+		return nil, fmt.Errorf("daemon: fetch: the next command needs a %d-byte receive buffer: %w %d: raise it: %w",
+			small.Need, ErrRxBufMax, cfg.RxBufMax, err)
+	}
+	d.log.Info("fetch refused as too large; retrying at once with the size the service names",
+		zap.Int("attempt", n), zap.Int("rx_max_size", small.RxMaxSize), zap.Int("needed", small.Need),
+		zap.Int("rx_buf_max", cfg.RxBufMax))
+	req.RxMaxSize = small.Need
+	if body, err = sess.Fetch(ctx, req); err != nil {
+		return nil, fmt.Errorf("daemon: fetch with rxMaxSize %d: %w", req.RxMaxSize, err)
+	}
+	return body, nil
 }
 
 func countFailed(ob *outbox) int {

@@ -21,4 +21,7 @@ var (
 	// ErrStore means the daemon's own state (journal, outbox, saved mode) could not be
 	// written, so a crash at this point could lose a result.
 	ErrStore = errors.New("state not persisted")
+	// ErrRxBufMax means the service refused a fetch as too large and named a receive size
+	// over Config.RxBufMax (provisioning.rx_buf_max), so the fetch was not retried.
+	ErrRxBufMax = errors.New("over provisioning.rx_buf_max")
 )
