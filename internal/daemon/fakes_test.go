@@ -363,8 +363,8 @@ type fakeCloud struct {
 	dialErr    error
 	// needRx, when set, is the rxMaxSize the next batch needs: a smaller fetch is refused
 	// with a *transport.RxTooSmallError naming it, as the service does.
-	needRx  int
-	fetches []transport.FetchRequest
+	needRx     int
+	fetches    []transport.FetchRequest
 	uploads    [][]proto.Response
 	uploadReqs []transport.UploadRequest
 	trace      []string // "dial", "fetch", "upload", "close" in order
