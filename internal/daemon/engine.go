@@ -128,11 +128,17 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		if err != nil {
 			return fail(err)
 		}
-		cmds, err := proto.DecodeCommands(body, cfg.MaxCommands)
+		cmds, used, err := proto.DecodeCommandsPrefix(body, cfg.MaxCommands)
 		if err != nil {
 			// Nothing is executed and nothing uploaded; the service keeps the batch.
 			d.log.Warn("batch refused", zap.Int("attempt", n), zap.Int("bytes", len(body)), zap.Error(err))
 			return fail(fmt.Errorf("daemon: decode batch: %w", err))
+		}
+		if used < len(body) {
+			// The device decodes the batch and never looks further; so do we, but a
+			// conforming service sends nothing after it, so say so.
+			d.log.Warn("bytes after the batch ignored", zap.Int("attempt", n),
+				zap.Int("batch_bytes", used), zap.Int("trailing_bytes", len(body)-used))
 		}
 		d.log.Info("batch received", zap.Int("attempt", n), zap.Int("commands", len(cmds)),
 			zap.String("first_id", cmds[0].ID))

@@ -490,6 +490,27 @@ func TestTransportOutcomes(t *testing.T) {
 			},
 		},
 		{
+			name: "streamed batch with bytes after it: run as the device runs it, with a warning",
+			setup: func(c *fakeCloud, m *fakeModem) {
+				// [_ ["a", 1, {_ "k": "v"}], ["x", 2]] with a non-minimal type head, then 2 bytes.
+				c.pushRaw([]byte{0x9f, 0x83, 0x61, 'a', 0x01, 0xbf, 0x61, 'k', 0x61, 'v', 0xff,
+					0x82, 0x61, 'x', 0x18, 0x02, 0xff, 0x00, 0x00})
+			},
+			wantEvent: EventDone,
+			check: func(t *testing.T, h *harness) {
+				if got := getKey(h.kv, "k"); got != "v" {
+					t.Errorf("k = %q, want v", got)
+				}
+				ups := h.cloud.allUploads()
+				if len(ups) != 1 || !reflect.DeepEqual(ups[0], []proto.Response{ack("a"), finAck("x")}) {
+					t.Errorf("uploads %v, want [a ack, x finished ack]", ups)
+				}
+				if h.logs.FilterMessage("bytes after the batch ignored").FilterField(zap.Int("trailing_bytes", 2)).Len() != 1 {
+					t.Error("no warning about the 2 trailing bytes")
+				}
+			},
+		},
+		{
 			name: "too many commands: nothing executed or uploaded",
 			setup: func(c *fakeCloud, m *fakeModem) {
 				var cmds []proto.Command
