@@ -173,7 +173,7 @@ func (b Batch) NotUTF8() []string {
 }
 
 // isResponseBatch peeks at the first element's type number. When the bytes are too broken to
-// tell, it says commands, whose strict decoder then gives the precise reason.
+// tell, it says commands, whose decoder then gives the precise reason.
 func isResponseBatch(data []byte) bool {
 	top, err := readHead(data)
 	if err != nil || top.major != majorArray {
