@@ -13,7 +13,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// DecodeCommands decodes a command batch (protocol.md §3.1) and accepts what the device's
+// DecodeCommands decodes a command batch from the service and accepts what the device's
 // zcbor decoder accepts: definite or indefinite lengths (arrays, maps and text strings, the
 // latter as definite-length chunks), integer and length heads of any size, text that is not
 // valid UTF-8 (its bytes are kept as they are) and bytes after the batch, which are ignored

@@ -143,7 +143,7 @@ func FetchStatusError(st *StatusError, rxMaxSize int) error {
 }
 
 // Backoff reports whether err is an outcome after which the scheduler backs off instead of
-// waiting a normal interval: busy or timeout (protocol.md §4.7), and any other refusal of
+// waiting a normal interval: busy or timeout (as the device library), and any other refusal of
 // the request but 401/403. The device retries those every interval for ever; the host backs
 // off from what the service keeps refusing.
 func Backoff(err error) bool {
