@@ -120,14 +120,15 @@ func TestFaultService(t *testing.T) {
 			}
 		}},
 		{name: "command larger than the receive buffer", done: true,
-			opts: testbed.Options{Settings: map[string]any{"provisioning.rx_buf_size": 256}},
+			opts: testbed.Options{Settings: map[string]any{"provisioning.rx_buf_size": 256, "provisioning.rx_buf_max": 256}},
 			run: func(t *testing.T, ctx context.Context, b *testbed.Bed) {
-				// The certificate write does not fit in 256 bytes; the service says so.
+				// The certificate write does not fit in 256 bytes; the service says so, and
+				// the cap allows no retry with the size it names.
 				p := onceFails(t, ctx, b, "FAILED")
-				if !strings.Contains(p.Stderr(), "rxMaxSize") {
+				if !strings.Contains(p.Stderr(), "rxMaxSize") || !strings.Contains(p.Stderr(), "provisioning.rx_buf_max") {
 					t.Errorf("stderr does not say why:\n%s", p.Stderr())
 				}
-				if err := b.WriteConfig(map[string]any{"provisioning.rx_buf_size": nil}); err != nil {
+				if err := b.WriteConfig(map[string]any{"provisioning.rx_buf_size": nil, "provisioning.rx_buf_max": nil}); err != nil {
 					t.Fatal(err)
 				}
 			}},

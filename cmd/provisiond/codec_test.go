@@ -119,15 +119,16 @@ func TestDecodeCLIRefusals(t *testing.T) {
 		{name: "not hex", args: []string{"8g"}, msg: "invalid byte"},
 		{name: "0x prefix", args: []string{"0x8182617802"}, msg: "invalid byte"},
 		{name: "empty batch", args: []string{"80"}, is: proto.ErrMalformed, msg: "empty batch"},
-		{name: "indefinite command batch", args: []string{"9f8261780 2ff"}, is: proto.ErrMalformed, msg: "indefinite-length array"},
-		{name: "trailing byte", args: []string{"818261780200"}, is: proto.ErrMalformed, msg: "trailing"},
+		{name: "indefinite batch without break", args: []string{"9f8261780 2"}, is: proto.ErrMalformed, msg: "no break"},
+		{name: "id with an escape", args: []string{"81 82 63 1b5b41 02"}, is: proto.ErrMalformed, msg: "control character U+001B"},
 		{name: "unknown command type", args: []string{"8182617803"}, is: proto.ErrMalformed, msg: "unknown command type 3"},
 		{name: "mixed batch", args: []string{"82 82617802 82617818 66"}, is: proto.ErrMalformed, msg: "element 1"},
 		{name: "mixed batch, responses first", args: []string{"82 82617818 66 82617802"}, is: proto.ErrMalformed, msg: "unknown response type 2"},
 		{name: "eleven commands", args: []string{"8b" + strings.Repeat("82617802", 11)}, is: proto.ErrTooMany, msg: "too many commands: 11, limit 10"},
 		{name: "limit flag", args: []string{"--limit", "5", "86" + strings.Repeat("82617802", 6)}, is: proto.ErrTooMany, msg: "limit 5"},
 		{name: "seven ignore codes", args: []string{"81 85 6161 00 60 60 87 01020304050607"}, is: proto.ErrTooMany, msg: "too many ignore_cme_errors"},
-		{name: "id with a newline stays on one line", args: []string{"81 82 62610a 03"}, is: proto.ErrMalformed, msg: `(id "a\n")`},
+		{name: "id with a newline stays on one line", args: []string{"81 82 62610a 03"}, is: proto.ErrMalformed, msg: "control character U+000A"},
+		{name: "a bad id is not echoed", args: []string{"81 82 62611b 03"}, is: proto.ErrMalformed, msg: "element 0: malformed"},
 		{name: "hostile count", args: []string{"9bffffffffffffffff"}, is: proto.ErrTooMany, msg: "too many"},
 		{name: "deep nesting", args: []string{strings.Repeat("81", 5000)}, is: proto.ErrMalformed, msg: "malformed"},
 	}
@@ -245,6 +246,51 @@ func TestCodecCLIStdin(t *testing.T) {
 			var ee *exitError
 			if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("err %v, want exit 1 mentioning %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+// TestDecodeCLIAcceptsAsTheDevice: batches the device accepts in a non-canonical form decode,
+// with a warning on stderr where the JSON cannot show everything, and encode prints their
+// canonical form.
+func TestDecodeCLIAcceptsAsTheDevice(t *testing.T) {
+	const finishedX = "[\n  {\"id\":\"x\",\"type\":\"finished\"}\n]\n"
+	tests := []struct {
+		name      string
+		in        string
+		out       string
+		warnings  []string
+		canonical string
+	}{
+		{name: "indefinite batch", in: "9f8261780 2ff", out: finishedX, canonical: "8182617802"},
+		{name: "non-minimal heads", in: "98 01 9802 7801 78 1b0000000000000002", out: finishedX, canonical: "8182617802"},
+		{name: "trailing bytes", in: "8182617802 00 ff", out: finishedX, canonical: "8182617802",
+			warnings: []string{"decode: warning: 2 bytes after the batch ignored, as the device ignores them"}},
+		{name: "parameters not UTF-8", in: "81 85 6161 00 62 2558 62 319b 80",
+			out:       "[\n  {\"id\":\"a\",\"type\":\"at\",\"command\":\"%X\",\"parameters\":\"1\\ufffd\",\"ignore_cme_errors\":[]}\n]\n",
+			warnings:  []string{`decode: warning: not UTF-8, shown as U+FFFD: element 0 parameters: "1\x9b"`},
+			canonical: "81856161006225586431efbfbd80"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, err := runCodecCmd(t, newDecodeCmd(), "", tc.in)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if out != tc.out {
+				t.Errorf("decode printed\n%s\nwant\n%s", out, tc.out)
+			}
+			var warnings []string
+			if stderr != "" {
+				warnings = strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			}
+			if strings.Join(warnings, "|") != strings.Join(tc.warnings, "|") {
+				t.Errorf("stderr %q, want %q", warnings, tc.warnings)
+			}
+			enc, _, err := runCodecCmd(t, newEncodeCmd(), out, "-")
+			if err != nil || strings.TrimSpace(enc) != tc.canonical {
+				t.Errorf("encode printed %q, %v; want %s", enc, err, tc.canonical)
 			}
 		})
 	}

@@ -22,9 +22,19 @@ func newDecodeCmd() *cobra.Command {
 		Use:   "decode HEX|-",
 		Short: "Print a CBOR command or response batch as JSON",
 		Long: `Decode a provisioning batch given as hex (white space is ignored; "-" reads stdin) and
-print it as a JSON array, one object per command or response. Commands (types 0-2) are
-decoded as strictly as the device does; responses (types 99-102) tolerantly, as the service
-does. A malformed batch prints one line of reason on stderr and exits 1.`,
+print it as a JSON array, one object per command or response.
+
+Commands (types 0-2) are decoded as the device's decoder decodes them: definite or indefinite
+lengths, integer and length heads of any size, text bytes as they are, and bytes after the
+batch ignored (a warning on stderr says how many). Limits and rules stay: at most --limit
+commands, 6 ignore codes per AT command and 10 pairs per config command, exactly the
+elements of each command type, and correlation ids of at most 255 bytes of UTF-8 without
+control characters (provisiond refuses those; the device does not). Responses (types
+99-102) are decoded tolerantly, as the service does.
+
+JSON cannot carry text that is not UTF-8: such bytes print as U+FFFD, and a warning on
+stderr gives each such field with its exact bytes. A malformed batch prints one line of
+reason on stderr and exits 1.`,
 		Example: `  provisiond decode 8182617802
   echo 8383626331186460826263321865826263331866 | provisiond decode -`,
 		Args: cobra.ExactArgs(1),
@@ -37,9 +47,19 @@ does. A malformed batch prints one line of reason on stderr and exits 1.`,
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("decode: %w", err)}
 			}
-			js, err := proto.DecodeBatchJSON(data, limit)
+			b, err := proto.DecodeBatch(data, limit)
 			if err != nil {
 				return &exitError{code: 1, err: err}
+			}
+			js, err := b.LinesJSON()
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if b.Trailing > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "decode: warning: %d bytes after the batch ignored, as the device ignores them\n", b.Trailing)
+			}
+			for _, f := range b.NotUTF8() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "decode: warning: not UTF-8, shown as U+FFFD: %s\n", f)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", js)
 			return err

@@ -15,8 +15,9 @@ func newEncodeCmd() *cobra.Command {
 		Short: "Print the canonical CBOR of a JSON batch as hex",
 		Long: `Encode a JSON array of commands or of responses, in the form "provisiond decode" prints
 ("-" reads stdin), as canonical CBOR and print it as lower-case hex. For every canonical
-batch X, encode(decode(X)) prints X again. Receive limits are not applied, so oversize
-batches can be built to test a decoder.`,
+batch X of UTF-8 text, encode(decode(X)) prints X again; for a batch decode accepts in
+another form (indefinite lengths, long heads, trailing bytes) it prints the canonical form.
+Receive limits are not applied, so oversize batches can be built to test a decoder.`,
 		Example: `  provisiond encode '[{"id":"x","type":"finished"}]'
   provisiond decode 8182617802 | provisiond encode -`,
 		Args: cobra.ExactArgs(1),

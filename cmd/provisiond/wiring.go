@@ -27,6 +27,7 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 		MaxCommands:       p.MaxCommands,
 		RxBufSize:         p.RxBufSize,
 		TxBufSize:         p.TxBufSize,
+		RxBufMax:          p.RxBufMax,
 		Uplink:            p.Uplink,
 		JWTSecTag:         cfg.Modem.JWTSecTag,
 		JWTValidTime:      cfg.Modem.JWTValidTime,

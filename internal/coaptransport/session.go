@@ -112,7 +112,8 @@ func (s *Session) Close() error {
 // Fetch runs one round's fetch: POST /p/auth-jwt with req.JWT (the device re-authenticates at
 // the start of every round, docs/protocol.md §2.4), then GET /p/cmd. It returns the CBOR payload of
 // 2.05, an error matching transport.ErrNoCommands for an empty 2.05, and otherwise a
-// *transport.StatusError or a network error classified by transport.Classify.
+// *transport.StatusError (inside a *transport.RxTooSmallError when the service names the
+// rxMaxSize the next command needs) or a network error classified by transport.Classify.
 func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte, error) {
 	if s.closed.Load() {
 		return nil, fmt.Errorf("coap fetch: %w", ErrClosed)
@@ -144,7 +145,7 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 	}
 	defer s.cc.ReleaseMessage(resp)
 	if resp.Code() != codes.Content {
-		return nil, statusError("fetch", resp)
+		return nil, transport.FetchStatusError(statusError("fetch", resp), req.RxMaxSize)
 	}
 	body, err := readBody(resp, req.RxMaxSize)
 	if err != nil {
@@ -269,8 +270,8 @@ func readBody(m *pool.Message, limit int) ([]byte, error) {
 	return data, nil
 }
 
-// statusError maps a response code that is not the step's success code (docs/protocol.md §2.3).
-func statusError(op string, m *pool.Message) error {
+// statusError maps a response code that is not the step's success code (protocol.md §2.3).
+func statusError(op string, m *pool.Message) *transport.StatusError {
 	return &transport.StatusError{
 		Transport: "coap",
 		Op:        op,

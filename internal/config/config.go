@@ -88,6 +88,7 @@ type ProvisioningConfig struct {
 	InitialBackoff time.Duration
 	RxBufSize      int
 	TxBufSize      int
+	RxBufMax       int
 	MaxCommands    int
 	// AllowHashCommands lets the service's AT commands include #-commands.
 	AllowHashCommands bool

@@ -55,8 +55,11 @@ type Config struct {
 	// MaxCommands is the batch limit sent as `limit`, in the config's range; RxBufSize and
 	// TxBufSize (positive) are sent as rxMaxSize and txMaxSize.
 	MaxCommands, RxBufSize, TxBufSize int
-	// Uplink is "host" (the host's network carries the traffic, no waiting for LTE) or
-	// "modem" (wait for LTE registration after a batch before uploading).
+	// RxBufMax caps the rxMaxSize of a fetch retried because the service named a larger size
+	// than RxBufSize (default 65536); a cap at or below RxBufSize means no retry.
+	RxBufMax int
+	// Uplink is "host" (default: the host's network carries the traffic, no waiting for LTE)
+	// or "modem" (wait for LTE registration after a batch before uploading).
 	Uplink string
 	// JWTSecTag is the modem sec tag whose key signs the JWT (0: the device identity key).
 	JWTSecTag int
@@ -139,6 +142,9 @@ func (c Config) validate() (Config, error) {
 	}
 	if c.RxBufSize <= 0 || c.TxBufSize <= 0 {
 		bad("buffer sizes must be positive, got rx %d, tx %d", c.RxBufSize, c.TxBufSize)
+	}
+	if c.RxBufMax < 0 {
+		bad("rx_buf_max must not be negative, got %d", c.RxBufMax)
 	}
 	switch c.Uplink {
 	case UplinkHost, UplinkModem:

@@ -190,7 +190,11 @@ func TestNotify(t *testing.T) {
 	res := Result{Event: EventFailed, Reason: "busy", Executed: 2, Failed: 1}
 	next := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	want := "last attempt: FAILED (2 executed, 1 failed): busy; next 2026-01-02T03:04:05Z"
-	if got := notifyText(res, next); got != want {
+	if got := notifyText(res, next, 0); got != want {
 		t.Errorf("notifyText = %q, want %q", got, want)
+	}
+	want = "last attempt: FAILED (2 executed, 1 failed): busy; next 2026-01-02T03:04:05Z (backing off 2m0s)"
+	if got := notifyText(res, next, 2*time.Minute); got != want {
+		t.Errorf("notifyText with backoff = %q, want %q", got, want)
 	}
 }

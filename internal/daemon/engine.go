@@ -120,7 +120,7 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		if err != nil {
 			return fail(err)
 		}
-		body, err := sess.Fetch(ctx, transport.FetchRequest{
+		body, err := d.fetch(ctx, cfg, sess, n, transport.FetchRequest{
 			After: d.cursor, RxMaxSize: cfg.RxBufSize, TxMaxSize: cfg.TxBufSize, Limit: cfg.MaxCommands,
 			ModemVersion: d.modemVersion(), ClientVersion: cfg.ClientVersion, JWT: tok,
 		})
@@ -129,13 +129,19 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 			return outcome{res: res}
 		}
 		if err != nil {
-			return fail(fmt.Errorf("daemon: fetch: %w", err))
+			return fail(err)
 		}
-		cmds, err := proto.DecodeCommands(body, cfg.MaxCommands)
+		cmds, used, err := proto.DecodeCommandsPrefix(body, cfg.MaxCommands)
 		if err != nil {
 			// Nothing is executed and nothing uploaded; the service keeps the batch.
 			d.log.Warn("batch refused", zap.Int("attempt", n), zap.Int("bytes", len(body)), zap.Error(err))
 			return fail(fmt.Errorf("daemon: decode batch: %w", err))
+		}
+		if used < len(body) {
+			// The device decodes the batch and never looks further; so do we, but a
+			// conforming service sends nothing after it, so say so.
+			d.log.Warn("bytes after the batch ignored", zap.Int("attempt", n),
+				zap.Int("batch_bytes", used), zap.Int("trailing_bytes", len(body)-used))
 		}
 		d.log.Info("batch received", zap.Int("attempt", n), zap.Int("commands", len(cmds)),
 			zap.String("first_id", cmds[0].ID))
@@ -162,6 +168,36 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		}
 	}
 	return fail(fmt.Errorf("daemon: attempt: still getting batches after %d rounds", maxRoundsPerAttempt))
+}
+
+// fetch asks for the next batch. When the service refuses it as too large for rxMaxSize and
+// names the size the next command needs, the fetch is repeated once, at once, with that size
+// if it is within cfg.RxBufMax: a host has the memory, and without the retry the command
+// would be refused on every attempt for ever. Past the cap the error names the key to raise.
+func (d *Daemon) fetch(ctx context.Context, cfg Config, sess Session, n int, req transport.FetchRequest) ([]byte, error) {
+	body, err := sess.Fetch(ctx, req)
+	var small *transport.RxTooSmallError
+	if !errors.As(err, &small) {
+		if err != nil {
+			return nil, fmt.Errorf("daemon: fetch: %w", err)
+		}
+		return body, nil
+	}
+	if small.Need > cfg.RxBufMax {
+		d.log.Warn("fetch refused as too large, and the size the service names is over provisioning.rx_buf_max",
+			zap.Int("attempt", n), zap.Int("rx_max_size", small.RxMaxSize), zap.Int("needed", small.Need),
+			zap.Int("rx_buf_max", cfg.RxBufMax))
+		return nil, fmt.Errorf("daemon: fetch: the next command needs a %d-byte receive buffer: %w %d: raise it: %w",
+			small.Need, ErrRxBufMax, cfg.RxBufMax, err)
+	}
+	d.log.Info("fetch refused as too large; retrying at once with the size the service names",
+		zap.Int("attempt", n), zap.Int("rx_max_size", small.RxMaxSize), zap.Int("needed", small.Need),
+		zap.Int("rx_buf_max", cfg.RxBufMax))
+	req.RxMaxSize = small.Need
+	if body, err = sess.Fetch(ctx, req); err != nil {
+		return nil, fmt.Errorf("daemon: fetch with rxMaxSize %d: %w", req.RxMaxSize, err)
+	}
+	return body, nil
 }
 
 func countFailed(ob *outbox) int {

@@ -384,9 +384,73 @@ func TestTransportOutcomes(t *testing.T) {
 			wantBackoff: true,
 		},
 		{
-			name:      "bad request does not back off",
-			setup:     func(c *fakeCloud, m *fakeModem) { c.fetchErrs = []error{transport.ErrBadRequest} },
+			name:        "bad request backs off",
+			setup:       func(c *fakeCloud, m *fakeModem) { c.fetchErrs = []error{transport.ErrBadRequest} },
+			wantEvent:   EventFailed,
+			wantBackoff: true,
+		},
+		{
+			name: "any other 4xx backs off",
+			setup: func(c *fakeCloud, m *fakeModem) {
+				c.fetchErrs = []error{&transport.StatusError{Transport: "coap", Op: "fetch", Code: "4.04", Kind: transport.ErrUnsupported}}
+			},
+			wantEvent:   EventFailed,
+			wantBackoff: true,
+		},
+		{
+			name: "an unexpected 2xx does not back off",
+			setup: func(c *fakeCloud, m *fakeModem) {
+				c.fetchErrs = []error{&transport.StatusError{Transport: "http", Op: "fetch", Code: "201", Kind: transport.ErrUnsupported}}
+			},
 			wantEvent: EventFailed,
+		},
+		{
+			name: "refused as too large: retried at once with the size named",
+			setup: func(c *fakeCloud, m *fakeModem) {
+				b, _ := proto.EncodeCommands([]proto.Command{config("big", "app/cert", strings.Repeat("x", 2900)), finished("end")})
+				c.pushRaw(b)
+				c.needRx = 3000
+			},
+			cfg:       func(c *Config) { c.RxBufSize, c.RxBufMax = 1024, 4096 },
+			wantEvent: EventDone,
+			check: func(t *testing.T, h *harness) {
+				f := h.cloud.fetches
+				if len(f) != 2 || f[0].RxMaxSize != 1024 || f[1].RxMaxSize != 3000 {
+					t.Fatalf("fetches %+v, want rxMaxSize 1024 then 3000", f)
+				}
+				if f[1].After != f[0].After || f[1].Limit != f[0].Limit || f[1].TxMaxSize != f[0].TxMaxSize {
+					t.Errorf("the retry is not the same fetch: %+v then %+v", f[0], f[1])
+				}
+				if got := getKey(h.kv, "app/cert"); len(got) != 2900 {
+					t.Errorf("the big config value was stored with %d bytes, want 2900", len(got))
+				}
+				logged := h.logs.FilterMessageSnippet("retrying at once").FilterField(zap.Int("needed", 3000)).Len()
+				if logged != 1 {
+					t.Errorf("%d log entries about the retry, want 1", logged)
+				}
+			},
+		},
+		{
+			name: "refused as too large past the cap: own reason, backs off",
+			setup: func(c *fakeCloud, m *fakeModem) {
+				b, _ := proto.EncodeCommands([]proto.Command{at("big", "%CMNG", "0,42,0,\"x\"")})
+				c.pushRaw(b)
+				c.needRx = 70000
+			},
+			wantEvent:   EventFailed,
+			wantBackoff: true,
+			check: func(t *testing.T, h *harness) {
+				if n := len(h.cloud.fetches); n != 1 {
+					t.Errorf("%d fetches, want 1 (no retry past the cap)", n)
+				}
+				last := h.d.Status().LastAttempt
+				if last == nil || !strings.Contains(last.Reason, "provisioning.rx_buf_max 65536") || !strings.Contains(last.Reason, "70000") {
+					t.Errorf("status reason %+v does not name the size and the key to raise", last)
+				}
+				if len(h.m.batchCommands()) != 0 {
+					t.Errorf("ran %q", h.m.batchCommands())
+				}
+			},
 		},
 		{
 			name:      "no valid time and not allowed to set it",
@@ -417,7 +481,7 @@ func TestTransportOutcomes(t *testing.T) {
 		{
 			name: "malformed batch: nothing executed or uploaded",
 			setup: func(c *fakeCloud, m *fakeModem) {
-				c.pushRaw([]byte{0x9f, 0x82, 0x61, 0x78, 0x02, 0xff}) // indefinite array
+				c.pushRaw([]byte{0x81, 0x82, 0x61, 0x78}) // truncated
 			},
 			wantEvent: EventFailed,
 			check: func(t *testing.T, h *harness) {
@@ -426,6 +490,27 @@ func TestTransportOutcomes(t *testing.T) {
 				}
 				if last := h.d.Status().LastAttempt; last == nil || last.Event != EventFailed {
 					t.Errorf("status last attempt = %+v, want FAILED", last)
+				}
+			},
+		},
+		{
+			name: "streamed batch with bytes after it: run as the device runs it, with a warning",
+			setup: func(c *fakeCloud, m *fakeModem) {
+				// [_ ["a", 1, {_ "k": "v"}], ["x", 2]] with a non-minimal type head, then 2 bytes.
+				c.pushRaw([]byte{0x9f, 0x83, 0x61, 'a', 0x01, 0xbf, 0x61, 'k', 0x61, 'v', 0xff,
+					0x82, 0x61, 'x', 0x18, 0x02, 0xff, 0x00, 0x00})
+			},
+			wantEvent: EventDone,
+			check: func(t *testing.T, h *harness) {
+				if got := getKey(h.kv, "k"); got != "v" {
+					t.Errorf("k = %q, want v", got)
+				}
+				ups := h.cloud.allUploads()
+				if len(ups) != 1 || !reflect.DeepEqual(ups[0], []proto.Response{ack("a"), finAck("x")}) {
+					t.Errorf("uploads %v, want [a ack, x finished ack]", ups)
+				}
+				if h.logs.FilterMessage("bytes after the batch ignored").FilterField(zap.Int("trailing_bytes", 2)).Len() != 1 {
+					t.Error("no warning about the 2 trailing bytes")
 				}
 			},
 		},

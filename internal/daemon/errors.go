@@ -24,4 +24,7 @@ var (
 	// ErrHashCommand means the service sent an AT #-command and Config.AllowHashCommands is
 	// off: such commands reach the serial front-end's application, not the modem.
 	ErrHashCommand = errors.New("#-command refused")
+	// ErrRxBufMax means the service refused a fetch as too large and named a receive size
+	// over Config.RxBufMax (provisioning.rx_buf_max), so the fetch was not retried.
+	ErrRxBufMax = errors.New("over provisioning.rx_buf_max")
 )

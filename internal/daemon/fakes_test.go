@@ -370,6 +370,9 @@ type fakeCloud struct {
 	fetchErrs  []error // popped per fetch before the queue is looked at; nil entries pass
 	uploadErrs []error // popped per upload; nil entries pass
 	dialErr    error
+	// needRx, when set, is the rxMaxSize the next batch needs: a smaller fetch is refused
+	// with a *transport.RxTooSmallError naming it, as the service does.
+	needRx     int
 	fetches    []transport.FetchRequest
 	uploads    [][]proto.Response
 	uploadReqs []transport.UploadRequest
@@ -443,6 +446,11 @@ func (s *fakeSession) Fetch(ctx context.Context, req transport.FetchRequest) ([]
 	}
 	if len(c.queue) == 0 {
 		return nil, fmt.Errorf("fake fetch: %w", transport.ErrNoCommands)
+	}
+	if c.needRx > req.RxMaxSize {
+		return nil, &transport.RxTooSmallError{RxMaxSize: req.RxMaxSize, Need: c.needRx,
+			Status: &transport.StatusError{Transport: "fake", Op: "fetch", Code: "400", Kind: transport.ErrBadRequest,
+				Detail: fmt.Sprintf("rxMaxSize %d too small: the next command needs %d bytes", req.RxMaxSize, c.needRx)}}
 	}
 	b := c.queue[0]
 	c.queue = c.queue[1:]

@@ -117,7 +117,7 @@ func (d *Daemon) RunOnce(ctx context.Context) (Result, error) {
 	}
 	o := d.attempt(ctx)
 	d.setState(StateIdle)
-	d.notify(o.res, time.Time{})
+	d.notify(o.res, time.Time{}, 0)
 	if o.modemLost {
 		return o.res, fmt.Errorf("daemon: %w: %w", ErrModemLost, o.res.Err)
 	}
@@ -218,7 +218,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		cfg := d.config() // an interval change made by the batch applies from now on
 		if !cfg.AutoStart {
 			d.manual()
-			d.notify(o.res, time.Time{})
+			d.notify(o.res, time.Time{}, 0)
 			if ctx.Err() != nil {
 				return
 			}
@@ -237,7 +237,7 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		}
 		d.setNext(d.next)
 		d.emit(EventScheduledProvisioning, eventInfo{attempt: d.attempts, next: d.next})
-		d.notify(o.res, d.next)
+		d.notify(o.res, d.next, d.backoff)
 		if ctx.Err() != nil {
 			return
 		}
@@ -332,7 +332,9 @@ func (d *Daemon) SetInterval(ctx context.Context, seconds int) error {
 	return nil
 }
 
-func (d *Daemon) notify(res Result, next time.Time) { d.notifyText(notifyText(res, next)) }
+func (d *Daemon) notify(res Result, next time.Time, backoff time.Duration) {
+	d.notifyText(notifyText(res, next, backoff))
+}
 
 func (d *Daemon) notifyText(s string) {
 	if d.deps.Notify != nil {

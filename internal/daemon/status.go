@@ -103,14 +103,18 @@ func (d *Daemon) setCursorStatus(cursor string, ob *outbox) {
 	}
 }
 
-// notifyText is the one-line summary passed to Deps.Notify after an attempt.
-func notifyText(res Result, next time.Time) string {
+// notifyText is the one-line summary passed to Deps.Notify after an attempt; backoff is the
+// delay before next when the scheduler is backing off (0 for a normal interval).
+func notifyText(res Result, next time.Time, backoff time.Duration) string {
 	s := fmt.Sprintf("last attempt: %s (%d executed, %d failed)", res.Event, res.Executed, res.Failed)
 	if res.Reason != "" {
 		s += ": " + res.Reason
 	}
 	if !next.IsZero() {
 		s += "; next " + next.UTC().Format(time.RFC3339)
+		if backoff > 0 {
+			s += " (backing off " + backoff.String() + ")"
+		}
 	}
 	return s
 }

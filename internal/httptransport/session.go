@@ -65,8 +65,10 @@ func (s *Session) Close() error {
 
 // Fetch asks for the next batch of commands (GET /v1/provisioning/commands). It returns the
 // CBOR body of a 200 answer, an error matching transport.ErrNoCommands for 204, and otherwise
-// a *transport.StatusError or a network error classified by transport.Classify. A body larger
-// than req.RxMaxSize is refused with transport.ErrTooLarge without being read to its end.
+// a *transport.StatusError (inside a *transport.RxTooSmallError when the service names the
+// rxMaxSize the next command needs) or a network error classified by transport.Classify. A
+// body larger than req.RxMaxSize is refused with transport.ErrTooLarge without being read to
+// its end.
 func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte, error) {
 	req = req.WithDefaults()
 	ctx, cancel := context.WithTimeout(ctx, s.t.cfg.Timeout)
@@ -82,7 +84,7 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, statusError("fetch", resp)
+		return nil, transport.FetchStatusError(statusError("fetch", resp), req.RxMaxSize)
 	}
 	if resp.ContentLength > int64(req.RxMaxSize) {
 		// Closing without draining discards the connection; a refused batch ends the
@@ -204,7 +206,7 @@ func isQuerySafe(c byte) bool {
 
 // statusError maps a non-success status (docs/protocol.md §1.4) and keeps a short, printable
 // excerpt of the body for the log.
-func statusError(op string, resp *http.Response) error {
+func statusError(op string, resp *http.Response) *transport.StatusError {
 	detail := transport.ReadDetail(resp.Body)
 	drain(resp.Body)
 	return &transport.StatusError{

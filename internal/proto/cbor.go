@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -27,17 +26,16 @@ const breakByte = 0xff
 // The fxamacker modes are immutable once built, so sharing them is not shared mutable state.
 var (
 	// commandDecMode re-checks every accepted command batch. The hand-written scanner in
-	// decode.go is what enforces the zcbor rules (fxamacker has no option to refuse
-	// non-minimal heads, and its limit errors cannot tell which array was too long); this
-	// second, independent pass with the tightest limits fxamacker allows keeps a scanner bug
-	// from letting through input a conforming CBOR decoder would refuse. It is only used
-	// with Wellformed (no allocation), which applies the limits below but not the UTF-8 and
-	// duplicate-key rules; the scanner checks those itself.
+	// decode.go is what enforces the zcbor rules (fxamacker's limit errors cannot tell which
+	// array was too long); this second, independent pass with the tightest limits fxamacker
+	// allows keeps a scanner bug from letting through input a conforming CBOR decoder would
+	// refuse. It is only used with Wellformed (no allocation), which applies the limits
+	// below but not the duplicate-key rule; the scanner checks that itself.
 	commandDecMode = mustDecMode(cbor.DecOptions{
 		MaxNestedLevels:  4, // batch → command → map or ignore array; 4 is fxamacker's minimum
 		MaxArrayElements: MaxCommandsCeiling,
 		MaxMapPairs:      16, // fxamacker's minimum; MaxProperties is enforced by the scanner
-		IndefLength:      cbor.IndefLengthForbidden,
+		IndefLength:      cbor.IndefLengthAllowed,
 		TagsMd:           cbor.TagsForbidden,
 	})
 	// responseDecMode decodes one response element at a time (the top-level array is walked
@@ -92,7 +90,8 @@ type head struct {
 }
 
 // readHead decodes the head at the start of b. It refuses reserved additional information and
-// indefinite lengths on types that cannot have them; minimality is reported, not enforced.
+// indefinite lengths on types that cannot have them; minimality is reported, not enforced
+// (zcbor accepts longer heads than needed).
 // Its errors are bare reasons; callers wrap them with ErrMalformed and the field's name.
 func readHead(b []byte) (head, error) {
 	if len(b) == 0 {
@@ -185,10 +184,10 @@ func majorName(m byte) string {
 	return "simple value or float"
 }
 
-// scanner walks a command batch enforcing what the device's zcbor decoder enforces with
-// ZCBOR_CANONICAL: definite lengths and minimal heads everywhere. It never allocates except
-// for the strings it returns, and checks every declared length against the bytes left before
-// using it, so hostile lengths and counts cost nothing.
+// scanner walks a command batch accepting what the device's zcbor decoder accepts: definite
+// or indefinite lengths and heads of any size. It never allocates except for what it returns,
+// and checks every declared length against the bytes left before using it, so hostile lengths
+// and counts cost nothing.
 type scanner struct {
 	b   []byte
 	off int
@@ -196,7 +195,8 @@ type scanner struct {
 
 func (s *scanner) rest() int { return len(s.b) - s.off }
 
-// expect reads one canonical head of the given major type; what names the field for errors.
+// expect reads one head of the given major type; what names the field for errors. Indefinite
+// lengths come back with h.indef set (only arrays, maps and strings can have them).
 func (s *scanner) expect(major byte, what string) (head, error) {
 	h, err := readHead(s.b[s.off:])
 	switch {
@@ -204,10 +204,6 @@ func (s *scanner) expect(major byte, what string) (head, error) {
 		return head{}, malformed("%s: %v", what, err)
 	case h.indef && h.major == majorOther:
 		return head{}, malformed("%s: unexpected break", what)
-	case h.indef:
-		return head{}, malformed("%s: indefinite-length %s (only definite lengths are canonical)", what, majorName(h.major))
-	case !h.minimal:
-		return head{}, malformed("%s: non-minimal head for %s %d", what, majorName(h.major), h.arg)
 	case h.major != major:
 		return head{}, malformed("%s: got %s, want %s", what, majorName(h.major), majorName(major))
 	}
@@ -220,24 +216,98 @@ func (s *scanner) uint(what string) (uint64, error) {
 	return h.arg, err
 }
 
-// text reads a text string of at most limit bytes (no limit when negative).
+// list is the progress through an array or map: n elements (pairs for a map) declared, or an
+// indefinite length that ends at a break.
+type list struct {
+	indef bool
+	n     uint64 // declared count; for an indefinite list, the count once the break was read
+	read  uint64 // elements (pairs) started so far
+	done  bool
+}
+
+// list reads the head of an array or a map.
+func (s *scanner) list(major byte, what string) (list, error) {
+	h, err := s.expect(major, what)
+	if err != nil {
+		return list{}, err
+	}
+	return list{indef: h.indef, n: h.arg}, nil
+}
+
+// next reports whether l has another element (for a map: another pair) and counts it. At the
+// end of an indefinite list it consumes the break.
+func (s *scanner) next(l *list, what string) (bool, error) {
+	if l.done {
+		return false, nil
+	}
+	if !l.indef {
+		if l.read == l.n {
+			l.done = true
+			return false, nil
+		}
+		l.read++
+		return true, nil
+	}
+	if s.rest() == 0 {
+		return false, malformed("%s: unexpected end of data: no break after an indefinite-length list", what)
+	}
+	if s.b[s.off] == breakByte {
+		s.off++
+		l.done, l.n = true, l.read
+		return false, nil
+	}
+	l.read++
+	return true, nil
+}
+
+// text reads a text string of at most limit bytes (no limit when negative), definite or as
+// the definite-length chunks of an indefinite one. The bytes are returned as they are: zcbor
+// does not check UTF-8, and AT strings must reach the modem unchanged.
 func (s *scanner) text(what string, limit int) (string, error) {
 	h, err := s.expect(majorText, what)
 	if err != nil {
 		return "", err
 	}
-	if h.arg > uint64(s.rest()) {
-		return "", malformed("%s: length %d runs past the end of the data", what, h.arg)
+	if !h.indef {
+		raw, err := s.chunk(what, h.arg, 0, limit)
+		return string(raw), err
 	}
-	if limit >= 0 && h.arg > uint64(limit) {
-		return "", malformed("%s: %d bytes, limit %d", what, h.arg, limit)
+	var buf []byte
+	for {
+		if s.rest() == 0 {
+			return "", malformed("%s: unexpected end of data: indefinite-length text string has no break", what)
+		}
+		if s.b[s.off] == breakByte {
+			s.off++
+			return string(buf), nil
+		}
+		c, err := readHead(s.b[s.off:])
+		switch {
+		case err != nil:
+			return "", malformed("%s: %v", what, err)
+		case c.major != majorText || c.indef:
+			return "", malformed("%s: a chunk of an indefinite-length text string must be a definite-length text string", what)
+		}
+		s.off += c.size
+		raw, err := s.chunk(what, c.arg, len(buf), limit)
+		if err != nil {
+			return "", err
+		}
+		buf = append(buf, raw...)
 	}
-	raw := s.b[s.off : s.off+int(h.arg)]
-	if !utf8.Valid(raw) {
-		return "", malformed("%s: text is not valid UTF-8", what)
+}
+
+// chunk takes n bytes of string content after have bytes already read, within limit.
+func (s *scanner) chunk(what string, n uint64, have, limit int) ([]byte, error) {
+	if n > uint64(s.rest()) {
+		return nil, malformed("%s: length %d runs past the end of the data", what, n)
 	}
-	s.off += int(h.arg)
-	return string(raw), nil
+	if limit >= 0 && uint64(have)+n > uint64(limit) {
+		return nil, malformed("%s: %d bytes, limit %d", what, uint64(have)+n, limit)
+	}
+	raw := s.b[s.off : s.off+int(n)]
+	s.off += int(n)
+	return raw, nil
 }
 
 // clampMax turns a caller's element limit into the one used: <= 0 means the default.

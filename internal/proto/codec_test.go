@@ -182,20 +182,6 @@ func TestEncodeRefusals(t *testing.T) {
 			msg: "element 0: invalid value: unknown command type 3"},
 		{name: "unknown response kind", enc: func() ([]byte, error) { return EncodeResponses([]Response{{ID: "a", Kind: 1}}) },
 			msg: "unknown response type 1"},
-		{name: "command id not UTF-8", enc: func() ([]byte, error) { return EncodeCommands([]Command{{ID: bad, Kind: KindFinished}}) },
-			msg: "correlation id is not valid UTF-8"},
-		{name: "set_command not UTF-8", enc: func() ([]byte, error) {
-			return EncodeCommands([]Command{{ID: "a", Kind: KindAT, SetCommand: bad}})
-		}, msg: "set_command"},
-		{name: "parameters not UTF-8", enc: func() ([]byte, error) {
-			return EncodeCommands([]Command{{ID: "a", Kind: KindFinished}, {ID: "a", Kind: KindAT, Parameters: bad}})
-		}, msg: "element 1: invalid value: parameters"},
-		{name: "property key not UTF-8", enc: func() ([]byte, error) {
-			return EncodeCommands([]Command{{ID: "a", Kind: KindConfig, Properties: []Property{{bad, "v"}}}})
-		}, msg: "property key"},
-		{name: "property value not UTF-8", enc: func() ([]byte, error) {
-			return EncodeCommands([]Command{{ID: "a", Kind: KindConfig, Properties: []Property{{"k", bad}}}})
-		}, msg: "property value"},
 		{name: "response id not UTF-8", enc: func() ([]byte, error) { return EncodeResponses([]Response{{ID: bad, Kind: KindConfigAck}}) },
 			msg: "correlation id"},
 		{name: "error message not UTF-8", enc: func() ([]byte, error) {
@@ -222,6 +208,27 @@ func TestEncodeRefusals(t *testing.T) {
 				t.Errorf("err %q does not mention %q", err, tc.msg)
 			}
 		})
+	}
+}
+
+// TestEncodeCommandsPassesBytesThrough: command text that is not UTF-8 is written byte for
+// byte, since DecodeCommands passes such text through and every batch it decodes must encode.
+func TestEncodeCommandsPassesBytesThrough(t *testing.T) {
+	cmds := []Command{
+		{ID: "a", Kind: KindAT, SetCommand: "%X\xff", Parameters: "\x9b1"},
+		{ID: "b", Kind: KindConfig, Properties: []Property{{"k\xc3", "\xfe"}}},
+	}
+	got, err := EncodeCommands(cmds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mustHex(t, "82 85 6161 00 63 2558ff 62 9b31 80 83 6162 01 a1 626bc3 61fe")
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got  %x\nwant %x", got, want)
+	}
+	back, err := DecodeCommands(got, DefaultMaxCommands)
+	if err != nil || !reflect.DeepEqual(back, cmds) {
+		t.Fatalf("decode: %+v, %v", back, err)
 	}
 }
 

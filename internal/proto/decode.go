@@ -5,65 +5,90 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
 
-// DecodeCommands decodes a command batch (docs/protocol.md §3.1) as strictly as the device does:
-// definite lengths and minimal heads only, exactly 5/3/2 elements for AT/config/finished,
-// the right CBOR type in every position, a known type number and 1..maxCommands commands.
+// DecodeCommands decodes a command batch from the service and accepts what the device's
+// zcbor decoder accepts: definite or indefinite lengths (arrays, maps and text strings, the
+// latter as definite-length chunks), integer and length heads of any size, text that is not
+// valid UTF-8 (its bytes are kept as they are) and bytes after the batch, which are ignored
+// (DecodeCommandsPrefix says how many). As on the device, each command has exactly 5/3/2
+// elements for AT/config/finished, the right CBOR type in every position and a known type
+// number; ignore codes fit in 32 bits; the batch holds 1..maxCommands commands, an AT command
+// at most MaxIgnoreCodes ignore codes and a config command at most MaxProperties pairs.
 // maxCommands <= 0 means DefaultMaxCommands; it is capped at MaxCommandsCeiling.
+//
+// Beyond the device, to protect the host: correlation ids are at most MaxIDLen bytes of
+// valid UTF-8 without control characters (they are stored as the cursor, shown in status
+// and logs and passed to hooks), and duplicate config keys are refused.
 //
 // Errors wrap ErrMalformed or, for a count over a limit, a *LimitError (errors.Is(err,
 // ErrTooMany)); a failure inside one command comes as a *DecodeError naming it. A batch either
 // decodes completely or not at all, as on the device (nothing of a bad batch is executed).
-//
-// Beyond the device: trailing bytes after the batch, text that is not UTF-8, ignore codes
-// above 2^32-1, correlation ids over MaxIDLen bytes and duplicate config keys are refused too.
 func DecodeCommands(data []byte, maxCommands int) ([]Command, error) {
-	cmds, err := scanCommands(data, clampMax(maxCommands))
-	if err != nil {
-		return nil, fmt.Errorf("proto: decode commands: %w", err)
-	}
-	if err := commandDecMode.Wellformed(data); err != nil {
-		return nil, fmt.Errorf("proto: decode commands: %w", malformed("%v", err))
-	}
-	return cmds, nil
+	cmds, _, err := DecodeCommandsPrefix(data, maxCommands)
+	return cmds, err
 }
 
-func scanCommands(data []byte, limit int) ([]Command, error) {
+// DecodeCommandsPrefix is DecodeCommands that also returns how many bytes of data the batch
+// took. Like the device it never looks at the bytes after the batch; a caller that sees some
+// should say so, since a conforming service sends none.
+func DecodeCommandsPrefix(data []byte, maxCommands int) ([]Command, int, error) {
+	cmds, n, err := scanCommands(data, clampMax(maxCommands))
+	if err != nil {
+		return nil, 0, fmt.Errorf("proto: decode commands: %w", err)
+	}
+	if err := commandDecMode.Wellformed(data[:n]); err != nil {
+		return nil, 0, fmt.Errorf("proto: decode commands: %w", malformed("%v", err))
+	}
+	return cmds, n, nil
+}
+
+func scanCommands(data []byte, limit int) ([]Command, int, error) {
 	if len(data) == 0 {
-		return nil, malformed("empty payload")
+		return nil, 0, malformed("empty payload")
 	}
 	s := scanner{b: data}
-	h, err := s.expect(majorArray, "batch")
+	l, err := s.list(majorArray, "batch")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if h.arg == 0 {
-		return nil, malformed("empty batch")
+	if !l.indef {
+		if l.n == 0 {
+			return nil, 0, malformed("empty batch")
+		}
+		if l.n > uint64(limit) {
+			return nil, 0, &LimitError{What: "commands", Limit: limit, Got: countInt(l.n)}
+		}
 	}
-	if h.arg > uint64(limit) {
-		return nil, &LimitError{What: "commands", Limit: limit, Got: countInt(h.arg)}
-	}
-	n := int(h.arg)
 	// Every command takes at least 3 bytes, so a count the data cannot hold allocates nothing.
-	cmds := make([]Command, 0, min(n, s.rest()/3))
-	for i := range n {
+	cmds := make([]Command, 0, min(int(min(l.n, uint64(limit))), s.rest()/3))
+	for i := 0; ; i++ {
+		more, err := s.next(&l, "batch")
+		if err != nil {
+			return nil, 0, err
+		}
+		if !more {
+			break
+		}
+		if i >= limit { // only an indefinite batch gets here
+			return nil, 0, &LimitError{What: "commands", Limit: limit, Got: i + 1}
+		}
 		c, err := s.command()
 		if err != nil {
-			return nil, &DecodeError{Index: i, ID: c.ID, Err: err}
+			return nil, 0, &DecodeError{Index: i, ID: c.ID, Err: err}
 		}
 		cmds = append(cmds, c)
 	}
-	if s.rest() > 0 {
-		// The device never looks past the top-level array (docs/protocol.md §3.2). We refuse
-		// instead: a conforming service never sends trailing bytes, and when they appear they
-		// signal a framing fault (two payloads glued together, a wrong length) that is safer
-		// to report than to execute around.
-		return nil, malformed("%d trailing bytes after the batch", s.rest())
+	if len(cmds) == 0 {
+		return nil, 0, malformed("empty batch")
 	}
-	return cmds, nil
+	return cmds, s.off, nil
 }
 
 // commandLen is the element count of each command kind (docs/protocol.md §3.1).
@@ -79,21 +104,38 @@ func commandLen(k CommandKind) (uint64, bool) {
 	return 0, false
 }
 
-// command reads one command. On failure the returned Command carries the id if it was read.
+// command reads one command. On failure the returned Command carries the id if it was read
+// and acceptable.
 func (s *scanner) command() (Command, error) {
 	var c Command
-	h, err := s.expect(majorArray, "command")
+	l, err := s.list(majorArray, "command")
 	if err != nil {
 		return c, err
 	}
-	if h.arg < 2 {
-		return c, malformed("command has %d elements, want 2, 3 or 5", h.arg)
+	if !l.indef && l.n < 2 {
+		return c, malformed("command has %d elements, want 2, 3 or 5", l.n)
 	}
-	if c.ID, err = s.text("correlation id", MaxIDLen); err != nil {
+	// element reads the next element with read, or says how short the command is.
+	element := func(kind string, want uint64, read func() error) error {
+		more, err := s.next(&l, "command")
+		if err != nil {
+			return err
+		}
+		if !more {
+			return malformed("%s has %d elements, want %s", kind, l.read, wantLen(want))
+		}
+		return read()
+	}
+	var id string
+	if err := element("command", 0, func() (err error) { id, err = s.text("correlation id", MaxIDLen); return err }); err != nil {
 		return c, err
 	}
-	typ, err := s.uint("type")
-	if err != nil {
+	if err := checkID(id); err != nil {
+		return c, err
+	}
+	c.ID = id
+	var typ uint64
+	if err := element("command", 0, func() (err error) { typ, err = s.uint("type"); return err }); err != nil {
 		return c, err
 	}
 	c.Kind = CommandKind(typ)
@@ -101,64 +143,112 @@ func (s *scanner) command() (Command, error) {
 	if !ok {
 		return c, malformed("unknown command type %d", typ)
 	}
-	if h.arg != want {
-		return c, malformed("%s command has %d elements, want %d", c.Kind, h.arg, want)
+	kind := c.Kind.String() + " command"
+	if !l.indef && l.n != want {
+		return c, malformed("%s has %d elements, want %d", kind, l.n, want)
 	}
 	switch c.Kind {
 	case KindAT:
-		err = s.atFields(&c)
+		err = element(kind, want, func() (err error) { c.SetCommand, err = s.text("set_command", -1); return err })
+		if err == nil {
+			err = element(kind, want, func() (err error) { c.Parameters, err = s.text("parameters", -1); return err })
+		}
+		if err == nil {
+			err = element(kind, want, func() (err error) { c.IgnoreCMEErrors, err = s.ignoreCodes(); return err })
+		}
 	case KindConfig:
-		c.Properties, err = s.properties()
+		err = element(kind, want, func() (err error) { c.Properties, err = s.properties(); return err })
 	}
-	return c, err
+	if err != nil {
+		return c, err
+	}
+	more, err := s.next(&l, "command")
+	switch {
+	case err != nil:
+		return c, err
+	case more: // only an indefinite command gets here
+		return c, malformed("%s has more than %d elements, want %d", kind, want, want)
+	}
+	return c, nil
 }
 
-func (s *scanner) atFields(c *Command) error {
-	var err error
-	if c.SetCommand, err = s.text("set_command", -1); err != nil {
-		return err
+// wantLen describes the element count wanted; 0 stands for "any command".
+func wantLen(n uint64) string {
+	if n == 0 {
+		return "2, 3 or 5"
 	}
-	if c.Parameters, err = s.text("parameters", -1); err != nil {
-		return err
+	return strconv.FormatUint(n, 10)
+}
+
+// checkID applies the host's rules for correlation ids beyond their length: the id becomes
+// the stored cursor and appears in status output, logs and hook environments, so it must be
+// text that can be stored and shown as it is.
+func checkID(id string) error {
+	if !utf8.ValidString(id) {
+		return malformed("correlation id: not valid UTF-8")
 	}
-	h, err := s.expect(majorArray, "ignore_cme_errors")
-	if err != nil {
-		return err
-	}
-	if h.arg > MaxIgnoreCodes {
-		return &LimitError{What: "ignore_cme_errors", Limit: MaxIgnoreCodes, Got: countInt(h.arg)}
-	}
-	if h.arg == 0 {
-		return nil
-	}
-	c.IgnoreCMEErrors = make([]uint64, h.arg)
-	for j := range c.IgnoreCMEErrors {
-		v, err := s.uint("ignore_cme_errors entry")
-		if err != nil {
-			return err
-		}
-		if v > math.MaxUint32 {
-			// zcbor decodes the codes into uint32_t and fails on larger values.
-			return malformed("ignore_cme_errors entry %d does not fit in 32 bits", v)
-		}
-		c.IgnoreCMEErrors[j] = v
+	if i := strings.IndexFunc(id, unicode.IsControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(id[i:])
+		return malformed("correlation id: control character %U at byte %d", r, i)
 	}
 	return nil
 }
 
-func (s *scanner) properties() ([]Property, error) {
-	h, err := s.expect(majorMap, "properties")
+func (s *scanner) ignoreCodes() ([]uint64, error) {
+	l, err := s.list(majorArray, "ignore_cme_errors")
 	if err != nil {
 		return nil, err
 	}
-	if h.arg > MaxProperties {
-		return nil, &LimitError{What: "properties", Limit: MaxProperties, Got: countInt(h.arg)}
+	if !l.indef && l.n > MaxIgnoreCodes {
+		return nil, &LimitError{What: "ignore_cme_errors", Limit: MaxIgnoreCodes, Got: countInt(l.n)}
 	}
-	if h.arg == 0 {
-		return nil, nil
+	var codes []uint64
+	for {
+		more, err := s.next(&l, "ignore_cme_errors")
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			return codes, nil
+		}
+		if len(codes) == MaxIgnoreCodes { // only an indefinite array gets here
+			return nil, &LimitError{What: "ignore_cme_errors", Limit: MaxIgnoreCodes, Got: MaxIgnoreCodes + 1}
+		}
+		v, err := s.uint("ignore_cme_errors entry")
+		if err != nil {
+			return nil, err
+		}
+		if v > math.MaxUint32 {
+			// zcbor decodes the codes into uint32_t and fails on larger values.
+			return nil, malformed("ignore_cme_errors entry %d does not fit in 32 bits", v)
+		}
+		if codes == nil {
+			codes = make([]uint64, 0, min(l.n, MaxIgnoreCodes))
+		}
+		codes = append(codes, v)
 	}
-	props := make([]Property, 0, h.arg)
-	for range h.arg {
+}
+
+func (s *scanner) properties() ([]Property, error) {
+	l, err := s.list(majorMap, "properties")
+	if err != nil {
+		return nil, err
+	}
+	if !l.indef && l.n > MaxProperties {
+		return nil, &LimitError{What: "properties", Limit: MaxProperties, Got: countInt(l.n)}
+	}
+	var props []Property
+	for {
+		more, err := s.next(&l, "properties")
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			return props, nil
+		}
+		if len(props) == MaxProperties { // only an indefinite map gets here
+			return nil, &LimitError{What: "properties", Limit: MaxProperties, Got: MaxProperties + 1}
+		}
 		var p Property
 		if p.Key, err = s.text("property key", -1); err != nil {
 			return nil, err
@@ -173,9 +263,11 @@ func (s *scanner) properties() ([]Property, error) {
 				return nil, malformed("properties: duplicate key %q", p.Key)
 			}
 		}
+		if props == nil {
+			props = make([]Property, 0, min(l.n, MaxProperties))
+		}
 		props = append(props, p)
 	}
-	return props, nil
 }
 
 // DecodeResponses decodes a response batch (docs/protocol.md §3.3) tolerantly, as a server must:

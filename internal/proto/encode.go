@@ -60,9 +60,10 @@ func (m propertyMap) MarshalCBOR() ([]byte, error) {
 }
 
 // EncodeCommands encodes a command batch canonically (definite lengths, minimal heads, config
-// pairs in slice order), as the service sends it. It refuses an empty batch, unknown kinds and
-// text that is not UTF-8 (ErrInvalid). Receive limits are not applied, so tests and fault
-// injection can build oversize batches; DecodeCommands refuses those.
+// pairs in slice order), as the service sends it. It refuses an empty batch and unknown kinds
+// (ErrInvalid). Text goes out byte for byte, valid UTF-8 or not, as DecodeCommands passes it
+// through, so every batch it decodes encodes again. Receive limits and the host's id rules
+// are not applied, so tests and fault injection can build batches DecodeCommands refuses.
 func EncodeCommands(cmds []Command) ([]byte, error) {
 	if len(cmds) == 0 {
 		return nil, fmt.Errorf("proto: encode commands: %w", invalid("empty batch"))
@@ -83,28 +84,11 @@ func EncodeCommands(cmds []Command) ([]byte, error) {
 }
 
 func commandWire(c Command) (any, error) {
-	if err := checkText("correlation id", c.ID); err != nil {
-		return nil, err
-	}
 	switch c.Kind {
 	case KindAT:
-		if err := checkText("set_command", c.SetCommand); err != nil {
-			return nil, err
-		}
-		if err := checkText("parameters", c.Parameters); err != nil {
-			return nil, err
-		}
 		return atWire{ID: c.ID, Kind: uint64(c.Kind), SetCommand: c.SetCommand,
 			Parameters: c.Parameters, IgnoreCMEErrors: c.IgnoreCMEErrors}, nil
 	case KindConfig:
-		for _, p := range c.Properties {
-			if err := checkText("property key", p.Key); err != nil {
-				return nil, err
-			}
-			if err := checkText("property value", p.Value); err != nil {
-				return nil, err
-			}
-		}
 		return configWire{ID: c.ID, Kind: uint64(c.Kind), Properties: c.Properties}, nil
 	case KindFinished:
 		return bareWire{ID: c.ID, Kind: uint64(c.Kind)}, nil

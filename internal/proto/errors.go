@@ -7,9 +7,10 @@ import (
 )
 
 var (
-	// ErrMalformed means the bytes are not a valid batch: bad CBOR, a non-canonical head where
-	// one is required, a wrong element count or type, an unknown type number, an empty batch or
-	// trailing bytes. The device answers such a batch with nothing (docs/protocol.md §4.6, -EINVAL).
+	// ErrMalformed means the bytes are not a valid batch: bad CBOR, a wrong element count or
+	// type, an unknown type number, an empty batch, a correlation id the host refuses, or (for
+	// responses) trailing bytes. The device answers such a batch with nothing (-EINVAL, no
+	// upload).
 	ErrMalformed = errors.New("malformed")
 	// ErrTooMany means a count is over a receive limit: commands per batch, ignore codes per AT
 	// command or pairs per config command. The device raises FAILED_TOO_MANY_COMMANDS for it

@@ -7,11 +7,15 @@ import (
 	"testing"
 )
 
-// seed adds every golden vector and every refusal vector to the corpus.
+// seed adds every golden vector, every acceptance vector and every refusal vector to the
+// corpus.
 func seed(f *testing.F) {
 	f.Helper()
 	for _, v := range loadVectors(f) {
 		f.Add(v.data)
+	}
+	for _, a := range commandAcceptances() {
+		f.Add(mustHex(f, a.hex))
 	}
 	for _, tc := range append(commandRefusals(f), responseRefusals(f)...) {
 		if tc.data != nil {
@@ -31,12 +35,14 @@ func checkClass(t *testing.T, err error) {
 	}
 }
 
-// FuzzDecodeCommands: no panic, every refusal is classified, and whatever decodes re-encodes to
-// the identical bytes (the strict decoder accepts canonical input only), also through JSON.
+// FuzzDecodeCommands: no panic, every refusal is classified; whatever decodes re-encodes to a
+// canonical batch that decodes to the same commands, to the identical bytes when the input
+// was canonical; bytes after the batch change nothing; and, when all text is UTF-8, JSON
+// carries the batch to the same canonical bytes.
 func FuzzDecodeCommands(f *testing.F) {
 	seed(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cmds, err := DecodeCommands(data, DefaultMaxCommands)
+		cmds, n, err := DecodeCommandsPrefix(data, DefaultMaxCommands)
 		if err != nil {
 			if cmds != nil {
 				t.Fatalf("commands returned with error %v", err)
@@ -44,19 +50,33 @@ func FuzzDecodeCommands(f *testing.F) {
 			checkClass(t, err)
 			return
 		}
+		if n <= 0 || n > len(data) {
+			t.Fatalf("batch of %d bytes in %d", n, len(data))
+		}
+		if again, err := DecodeCommands(data[:n], DefaultMaxCommands); err != nil || !reflect.DeepEqual(again, cmds) {
+			t.Fatalf("the batch without its trailing bytes decodes to %+v, %v; want %+v", again, err, cmds)
+		}
 		enc, err := EncodeCommands(cmds)
 		if err != nil {
 			t.Fatalf("EncodeCommands(%+v): %v", cmds, err)
 		}
-		if !bytes.Equal(enc, data) {
-			t.Fatalf("encode(decode(x)) != x\n   x %x\n got %x", data, enc)
+		back, m, err := DecodeCommandsPrefix(enc, DefaultMaxCommands)
+		if err != nil || m != len(enc) || !reflect.DeepEqual(back, cmds) {
+			t.Fatalf("decode(encode(decode(x))) = %+v (%d of %d bytes), %v; want %+v", back, m, len(enc), err, cmds)
+		}
+		if c, ok := canonicalItem(data[:n]); ok && c == n && !bytes.Equal(enc, data[:n]) {
+			t.Fatalf("canonical input re-encoded differently\n   x %x\n got %x", data[:n], enc)
+		}
+		b := Batch{Commands: cmds}
+		if len(b.NotUTF8()) > 0 {
+			return // JSON cannot carry those bytes; NotUTF8 is what shows them
 		}
 		js, err := DecodeBatchJSON(data, DefaultMaxCommands)
 		if err != nil {
 			t.Fatalf("DecodeBatchJSON: %v", err)
 		}
-		if enc, err = EncodeBatchJSON(js); err != nil || !bytes.Equal(enc, data) {
-			t.Fatalf("JSON round trip of %x via %s: %x, %v", data, js, enc, err)
+		if again, err := EncodeBatchJSON(js); err != nil || !bytes.Equal(again, enc) {
+			t.Fatalf("JSON round trip of %x via %s: %x, %v; want %x", data, js, again, err, enc)
 		}
 	})
 }

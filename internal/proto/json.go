@@ -124,23 +124,56 @@ func isJSONNull(data []byte) bool {
 type Batch struct {
 	Commands  []Command
 	Responses []Response
+	// Trailing counts the bytes after a decoded command batch, which the decoder ignored as
+	// the device does. Encoders ignore it.
+	Trailing int
 }
 
-// DecodeBatch decodes a CBOR batch of commands (strictly, with DecodeCommands) or responses
-// (tolerantly, with DecodeResponses), telling them apart by the type number of the first
-// element: 99 and up means responses. A batch mixing both is malformed. limit is the element
-// limit (<= 0: DefaultMaxCommands).
+// DecodeBatch decodes a CBOR batch of commands (as the device does, with
+// DecodeCommandsPrefix) or responses (tolerantly, with DecodeResponses), telling them apart by
+// the type number of the first element: 99 and up means responses. A batch mixing both is
+// malformed. limit is the element limit (<= 0: DefaultMaxCommands).
 func DecodeBatch(data []byte, limit int) (Batch, error) {
 	if isResponseBatch(data) {
 		rs, err := DecodeResponses(data, limit)
 		return Batch{Responses: rs}, err
 	}
-	cmds, err := DecodeCommands(data, limit)
-	return Batch{Commands: cmds}, err
+	cmds, n, err := DecodeCommandsPrefix(data, limit)
+	if err != nil {
+		return Batch{}, err
+	}
+	return Batch{Commands: cmds, Trailing: len(data) - n}, nil
+}
+
+// NotUTF8 lists the text fields of the batch that are not valid UTF-8, one entry each such
+// as `element 0 parameters: "1,\x9b"`, with the exact bytes Go-quoted. The JSON form shows
+// their invalid bytes as U+FFFD (JSON text cannot carry them), so a tool printing it should
+// print these too.
+func (b Batch) NotUTF8() []string {
+	var out []string
+	add := func(i int, field, v string) {
+		if !utf8.ValidString(v) {
+			out = append(out, fmt.Sprintf("element %d %s: %s", i, field, strconv.Quote(v)))
+		}
+	}
+	for i, c := range b.Commands {
+		add(i, "id", c.ID)
+		add(i, "command", c.SetCommand)
+		add(i, "parameters", c.Parameters)
+		for _, p := range c.Properties {
+			add(i, "property key", p.Key)
+			add(i, "property value", p.Value)
+		}
+	}
+	for i, r := range b.Responses {
+		add(i, "id", r.ID)
+		add(i, "message", r.Message)
+	}
+	return out
 }
 
 // isResponseBatch peeks at the first element's type number. When the bytes are too broken to
-// tell, it says commands, whose strict decoder then gives the precise reason.
+// tell, it says commands, whose decoder then gives the precise reason.
 func isResponseBatch(data []byte) bool {
 	top, err := readHead(data)
 	if err != nil || top.major != majorArray {
@@ -253,13 +286,20 @@ func (b *Batch) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// DecodeBatchJSON decodes a CBOR batch with DecodeBatch and returns it as a JSON array with
-// one object per line, the form `provisiond decode` prints.
+// DecodeBatchJSON decodes a CBOR batch with DecodeBatch and returns it in the form of
+// Batch.LinesJSON. Bytes after a command batch are ignored (Batch.Trailing says how many).
 func DecodeBatchJSON(data []byte, limit int) ([]byte, error) {
 	b, err := DecodeBatch(data, limit)
 	if err != nil {
 		return nil, err
 	}
+	return b.LinesJSON()
+}
+
+// LinesJSON returns the batch as a JSON array with one object per line, the form
+// `provisiond decode` prints. Text is escaped for JSON; bytes that are not UTF-8 show as
+// U+FFFD (see NotUTF8).
+func (b Batch) LinesJSON() ([]byte, error) {
 	out, err := b.appendJSON(nil, "  ")
 	if err != nil {
 		return nil, fmt.Errorf("proto: decode batch: %w", err)
@@ -269,8 +309,10 @@ func DecodeBatchJSON(data []byte, limit int) ([]byte, error) {
 
 // EncodeBatchJSON is the inverse of DecodeBatchJSON: it reads a JSON array of commands or of
 // responses and encodes it canonically, so EncodeBatchJSON(DecodeBatchJSON(x)) == x for every
-// canonical batch x. The transcoding is faithful rather than validating: receive limits and
-// duplicate config keys are left for the decoder to refuse, so test payloads can be built.
+// canonical batch x of valid UTF-8 text without trailing bytes, and the canonical form of x
+// for any other batch of valid UTF-8 text. The transcoding is faithful rather than
+// validating: receive limits, id rules and duplicate config keys are left for the decoder to
+// refuse, so test payloads can be built.
 func EncodeBatchJSON(js []byte) ([]byte, error) {
 	var b Batch
 	if err := b.UnmarshalJSON(js); err != nil {

@@ -3,10 +3,12 @@
 // plus the JSON form used by the CLI and the simulated service's owner API.
 //
 // Every command and response is one flat CBOR array [correlation_id, type, fields...]. Command
-// batches are decoded as strictly as the device's zcbor decoder built with ZCBOR_CANONICAL:
-// definite lengths, minimal heads, exact element counts. Response batches are decoded
-// tolerantly (definite or indefinite lengths), as a server must. Both encoders write canonical
-// CBOR. All functions are safe for concurrent use; the package keeps no mutable state.
+// batches are decoded as the device's zcbor decoder decodes them: any length encoding, exact
+// element counts and types, the device's count limits, bytes after the batch ignored, text
+// bytes passed through; plus the host's own rules for correlation ids. Response batches are
+// decoded tolerantly (definite or indefinite lengths), as a server must. Both encoders write
+// canonical CBOR. All functions are safe for concurrent use; the package keeps no mutable
+// state.
 package proto
 
 import "strconv"

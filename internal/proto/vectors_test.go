@@ -180,7 +180,7 @@ func TestVectorsJSONGolden(t *testing.T) {
 	}
 }
 
-// TestVectorsKindSeparation checks that every command vector passes the strict decoder and
+// TestVectorsKindSeparation checks that every command vector passes the command decoder and
 // every response vector passes the tolerant one, and neither passes the other's.
 func TestVectorsKindSeparation(t *testing.T) {
 	for _, v := range loadVectors(t) {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -85,10 +87,71 @@ func ReadDetail(body io.Reader) string {
 	}, string(b)))
 }
 
-// Backoff reports whether err is an outcome after which the scheduler backs off
-// (busy or timeout, docs/protocol.md §4.7) instead of waiting a normal interval.
+// ClientError reports whether the status is a refusal of the request (HTTP 4xx, CoAP 4.xx)
+// other than "not authorised" (401/403, 4.01/4.03), which has its own event.
+func (e *StatusError) ClientError() bool {
+	switch e.Code {
+	case "401", "403", "4.01", "4.03":
+		return false
+	}
+	c := e.Code
+	if len(c) == 4 && c[1] == '.' { // CoAP "4.04"
+		c = c[:1] + c[2:]
+	}
+	return len(c) == 3 && c[0] == '4' && isDigit(c[1]) && isDigit(c[2])
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// RxTooSmallError means the service refused a fetch because its next command does not fit
+// the rxMaxSize asked for, and named the size that would. It wraps the refusal's
+// *StatusError, so errors.Is(err, ErrBadRequest) still holds for a 400.
+type RxTooSmallError struct {
+	// RxMaxSize is the size the refused fetch asked for.
+	RxMaxSize int
+	// Need is the size the service named, always more than RxMaxSize.
+	Need int
+	// Status is the refusal.
+	Status *StatusError
+}
+
+func (e *RxTooSmallError) Error() string { return e.Status.Error() }
+
+// Unwrap exposes the status refusal.
+func (e *RxTooSmallError) Unwrap() error { return e.Status }
+
+// rxNeedPattern finds the size a refusal names. nrfcloudsim writes "rxMaxSize 1024 too small:
+// the next command needs 1349 bytes"; the wording of the real service is not documented, so
+// any "needs / requires [at least] N bytes" in a text that names rxMaxSize counts.
+var rxNeedPattern = regexp.MustCompile(`(?i)\b(?:needs?|requires?|required)\s+(?:at\s+least\s+)?(\d{1,9})\s*bytes?\b`)
+
+// FetchStatusError returns st, or st inside an *RxTooSmallError when it is a client error
+// whose text names rxMaxSize and a size larger than rxMaxSize, the size the fetch asked for.
+func FetchStatusError(st *StatusError, rxMaxSize int) error {
+	if !st.ClientError() || !strings.Contains(strings.ToLower(st.Detail), "rxmaxsize") {
+		return st
+	}
+	m := rxNeedPattern.FindStringSubmatch(st.Detail)
+	if m == nil {
+		return st
+	}
+	need, err := strconv.Atoi(m[1])
+	if err != nil || need <= rxMaxSize {
+		return st
+	}
+	return &RxTooSmallError{RxMaxSize: rxMaxSize, Need: need, Status: st}
+}
+
+// Backoff reports whether err is an outcome after which the scheduler backs off instead of
+// waiting a normal interval: busy or timeout (as the device library), and any other refusal of
+// the request but 401/403. The device retries those every interval for ever; the host backs
+// off from what the service keeps refusing.
 func Backoff(err error) bool {
-	return errors.Is(err, ErrBusy) || errors.Is(err, ErrTimeout)
+	if errors.Is(err, ErrBusy) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrBadRequest) {
+		return true
+	}
+	var st *StatusError
+	return errors.As(err, &st) && st.ClientError()
 }
 
 // Classify names the sentinel of a network-level failure (not a protocol status): ErrDNS,

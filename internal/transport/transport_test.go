@@ -56,6 +56,74 @@ func TestStatusError(t *testing.T) {
 	}
 }
 
+func TestBackoffOnClientErrors(t *testing.T) {
+	tests := []struct {
+		code string
+		kind error
+		want bool
+	}{
+		{"400", ErrBadRequest, true},
+		{"404", ErrUnsupported, true},
+		{"413", ErrUnsupported, true},
+		{"415", ErrUnsupported, true},
+		{"429", ErrUnsupported, true},
+		{"401", ErrNotClaimed, false},
+		{"403", ErrNotClaimed, false},
+		{"4.00", ErrBadRequest, true},
+		{"4.04", ErrUnsupported, true},
+		{"4.13", ErrUnsupported, true},
+		{"4.01", ErrNotClaimed, false},
+		{"4.03", ErrNotClaimed, false},
+		{"500", ErrBusy, true},
+		{"2.00", ErrUnsupported, false},
+		{"301", ErrUnsupported, false},
+		{"201", ErrUnsupported, false},
+	}
+	for _, tt := range tests {
+		err := fmt.Errorf("x: %w", &StatusError{Transport: "t", Op: "fetch", Code: tt.code, Kind: tt.kind})
+		if got := Backoff(err); got != tt.want {
+			t.Errorf("Backoff(%s): got %v, want %v", tt.code, got, tt.want)
+		}
+	}
+}
+
+func TestFetchStatusError(t *testing.T) {
+	const simText = `{"code":400,"message":"rxMaxSize 1024 too small: the next command needs 1349 bytes"}`
+	tests := []struct {
+		name   string
+		code   string
+		detail string
+		rx     int
+		need   int // 0: not an *RxTooSmallError
+	}{
+		{name: "nrfcloudsim http", code: "400", detail: simText, rx: 1024, need: 1349},
+		{name: "nrfcloudsim coap", code: "4.00", detail: "rxMaxSize 256 too small: the next command needs 4321 bytes", rx: 256, need: 4321},
+		{name: "other wording", code: "413", detail: "rxMaxSize: command requires at least 5000 bytes", rx: 4096, need: 5000},
+		{name: "no size named", code: "400", detail: "rxMaxSize too small", rx: 1024},
+		{name: "rxMaxSize not named", code: "400", detail: "the next command needs 1349 bytes", rx: 1024},
+		{name: "need not above what was asked", code: "400", detail: "rxMaxSize 1024 too small: needs 1024 bytes", rx: 1024},
+		{name: "not a client error", code: "500", detail: simText, rx: 1024},
+		{name: "unauthorized", code: "401", detail: simText, rx: 1024},
+		{name: "absurd size", code: "400", detail: "rxMaxSize: needs 99999999999 bytes", rx: 1024},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &StatusError{Transport: "t", Op: "fetch", Code: tt.code, Kind: ErrBadRequest, Detail: tt.detail}
+			err := FetchStatusError(st, tt.rx)
+			var small *RxTooSmallError
+			if got := errors.As(err, &small); got != (tt.need > 0) {
+				t.Fatalf("FetchStatusError: %v (%T), RxTooSmallError %v, want %v", err, err, got, tt.need > 0)
+			}
+			if !errors.Is(err, ErrBadRequest) {
+				t.Errorf("errors.Is(ErrBadRequest) lost: %v", err)
+			}
+			if tt.need > 0 && (small.Need != tt.need || small.RxMaxSize != tt.rx || small.Status != st) {
+				t.Errorf("got %+v, want Need %d RxMaxSize %d", small, tt.need, tt.rx)
+			}
+		})
+	}
+}
+
 func TestWithDefaults(t *testing.T) {
 	got := FetchRequest{After: "x", Limit: 3}.WithDefaults()
 	want := FetchRequest{After: "x", RxMaxSize: DefaultRxMaxSize, TxMaxSize: DefaultTxMaxSize, Limit: 3}

@@ -365,15 +365,36 @@ func testUplink(t *testing.T, s subject) {
 		}
 	})
 
-	t.Run("a batch that does not fit rxMaxSize is a bad request", func(t *testing.T) {
+	t.Run("a batch that does not fit rxMaxSize is a bad request naming the size", func(t *testing.T) {
 		sim := startSim(t)
 		d := newDevice(t, sim, true)
 		enqueue(t, sim, d, atRequest("%CMNG=0,42,0,\""+strings.Repeat("A", 600)+"\""))
 		u := attempt(t, sim, 5*time.Second)
 		req := d.fetchReq(t, "")
 		req.RxMaxSize = 256
-		if _, err := u.Fetch(ctx, req); !errors.Is(err, transport.ErrBadRequest) {
+		_, err := u.Fetch(ctx, req)
+		if !errors.Is(err, transport.ErrBadRequest) {
 			t.Fatalf("Fetch: got %v, want ErrBadRequest", err)
+		}
+		var small *transport.RxTooSmallError
+		if !errors.As(err, &small) {
+			t.Fatalf("Fetch: got %v (%T), want a *transport.RxTooSmallError", err, err)
+		}
+		if small.RxMaxSize != 256 || small.Need <= 600 {
+			t.Fatalf("RxTooSmallError %+v: want RxMaxSize 256 and Need over the 600-byte certificate", small)
+		}
+		// Exactly the size named is enough, one byte less is not.
+		req.RxMaxSize = small.Need - 1
+		if _, err := u.Fetch(ctx, req); !errors.As(err, &small) {
+			t.Fatalf("Fetch with one byte less than named: got %v, want a *transport.RxTooSmallError", err)
+		}
+		req.RxMaxSize = small.Need
+		body, err := u.Fetch(ctx, req)
+		if err != nil {
+			t.Fatalf("Fetch with the size named: %v", err)
+		}
+		if cmds := decode(t, body); len(cmds) != 1 {
+			t.Fatalf("Fetch with the size named: %d commands, want 1", len(cmds))
 		}
 	})
 
