@@ -270,7 +270,7 @@ func readBody(m *pool.Message, limit int) ([]byte, error) {
 	return data, nil
 }
 
-// statusError maps a response code that is not the step's success code (protocol.md §2.3).
+// statusError maps a response code that is not the step's success code (docs/protocol.md §2.3).
 func statusError(op string, m *pool.Message) *transport.StatusError {
 	return &transport.StatusError{
 		Transport: "coap",
