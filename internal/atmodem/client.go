@@ -48,6 +48,7 @@ const (
 	DefaultLongTimeout    = 60 * time.Second
 	DefaultMaxCommandLen  = 4096
 	DefaultMaxTimeouts    = 10
+	DefaultHeartbeatEvery = 5 * time.Second
 )
 
 // Config configures a Client. The zero value is valid.
@@ -68,6 +69,13 @@ type Config struct {
 	// OnURC, if set, receives every unsolicited line. It runs on the client's loop goroutine:
 	// it must return quickly and must not call the Client.
 	OnURC func(line string)
+	// Heartbeat, if set, is called on the loop goroutine when the loop starts, every
+	// HeartbeatEvery (default 5s) and once when it ends. It gets nil while the conversation
+	// works (idle, or a command within its timeout), an error wrapping ErrWedged while a write
+	// to the port has not returned within its command's timeout, and at the end why the loop
+	// stopped (ErrClosed or ErrPortLost). It must return quickly and must not call the Client.
+	Heartbeat      func(error)
+	HeartbeatEvery time.Duration
 }
 
 // Response is a command's answer.
@@ -205,6 +213,9 @@ func withDefaults(cfg Config) (Config, string, error) {
 	}
 	if cfg.MaxTimeouts <= 0 {
 		cfg.MaxTimeouts = DefaultMaxTimeouts
+	}
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	return cfg, term, err
 }

@@ -104,7 +104,7 @@ func Keys() []KeyInfo {
 		boolKey("provisioning.auto_start", true, "NRF_PROVISIONING_AUTO_START_ON_INIT, NRF_PROVISIONING_SCHEDULED",
 			"Run an attempt at start and then on the schedule. Off: attempts only on `provisiond now` or SIGUSR1.",
 			func(c *Config) *bool { return &c.Provisioning.AutoStart }),
-		durationKey("provisioning.interval", 24*time.Hour, time.Second, 365*24*time.Hour, 0, "NRF_PROVISIONING_INTERVAL_S",
+		durationKey("provisioning.interval", 24*time.Hour, MinInterval, MaxInterval, 0, "NRF_PROVISIONING_INTERVAL_S",
 			"Time between attempts. The store's provisioning/interval-sec (set by the service or `provisiond interval`) overrides it.",
 			func(c *Config) *time.Duration { return &c.Provisioning.Interval }),
 		durationKey("provisioning.spread", 0, 0, 24*time.Hour, 0, "NRF_PROVISIONING_SPREAD_S",
