@@ -95,9 +95,7 @@ func (l *health) check(log *zap.Logger) func() error {
 // AT conversation, and start an AT client on it. The client owns the port and closes it when
 // it is closed or the port is lost, so the daemon's Close of the Modem releases the tty.
 // A missing device is an error (wrapping fs.ErrNotExist) the daemon retries on.
-//
-// beat receives the AT loop's heartbeat: a working loop beats, a wedged one is stuck, and a
-// finished one (the port lost or closed) pauses until the next modem is open.
+// beat receives the AT loop's heartbeat.
 func modemOpener(mc config.ModemConfig, log *zap.Logger, beat *liveness.Part) func(ctx context.Context) (daemon.Modem, error) {
 	return func(ctx context.Context) (daemon.Modem, error) {
 		if err := ctx.Err(); err != nil {
@@ -119,17 +117,23 @@ func modemOpener(mc config.ModemConfig, log *zap.Logger, beat *liveness.Part) fu
 		return atmodem.New(rw, atmodem.Config{
 			LineEnding:     mc.LineEnding,
 			CommandTimeout: mc.CommandTimeout,
-			Heartbeat: func(err error) {
-				switch {
-				case err == nil:
-					beat.Beat()
-				case errors.Is(err, atmodem.ErrWedged):
-					beat.Stuck(err.Error())
-				default:
-					beat.Pause()
-				}
-			},
+			Heartbeat:      atHeartbeat(beat),
 		}), nil
+	}
+}
+
+// atHeartbeat reports an AT client's heartbeat to its part: a working loop beats, a wedged
+// one is stuck, and a finished one (port lost or closed) pauses until the next modem is open.
+func atHeartbeat(beat *liveness.Part) func(error) {
+	return func(err error) {
+		switch {
+		case err == nil:
+			beat.Beat()
+		case errors.Is(err, atmodem.ErrWedged):
+			beat.Stuck(err.Error())
+		default:
+			beat.Pause()
+		}
 	}
 }
 
