@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -310,32 +309,10 @@ func (r *runner) reload() error {
 		return refuse(err)
 	}
 	r.level.SetLevel(lvl)
-	if keys := restartKeys(r.cfg, cfg); len(keys) > 0 {
+	if keys := config.RestartNeeded(r.cfg, cfg); len(keys) > 0 {
 		r.log.Warn("changed settings take effect after a restart", zap.Strings("keys", keys))
 	}
 	r.cfg = cfg
 	r.log.Info("config reloaded", zap.String("config", r.opts.configPath))
 	return nil
-}
-
-// restartKeys names the settings that differ between old and cur but are only read at start:
-// the serial port (held open), the store and socket paths, and the log format.
-func restartKeys(old, cur *config.Config) []string {
-	var keys []string
-	add := func(changed bool, key string) {
-		if changed {
-			keys = append(keys, key)
-		}
-	}
-	om, cm := old.Modem, cur.Modem
-	add(om.Port != cm.Port, "modem.port")
-	add(om.Baud != cm.Baud, "modem.baud")
-	add(om.FlowControl != cm.FlowControl, "modem.flow_control")
-	add(om.LineEnding != cm.LineEnding, "modem.line_ending")
-	add(om.CommandTimeout != cm.CommandTimeout, "modem.command_timeout")
-	add(om.TraceAT != cm.TraceAT, "modem.trace_at")
-	add(old.Store.Path != cur.Store.Path, "store.path")
-	add(old.Control.Socket != cur.Control.Socket, "control.socket")
-	add(!strings.EqualFold(old.Log.Format, cur.Log.Format), "log.format")
-	return keys
 }

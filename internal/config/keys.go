@@ -31,6 +31,9 @@ type KeyInfo struct {
 	Allowed     string // human-readable constraint, "1..65535", "none, rtscts"; "" for any
 	Kconfig     string // the device-side Kconfig option it corresponds to; "" for host-only keys
 	Description string
+	// Restart is set for keys the daemon reads only when it starts: a reload (SIGHUP) leaves
+	// a change to them for the next start, and says so.
+	Restart bool
 
 	// def is the default in Go form, fed to decode by Default.
 	def any
@@ -61,7 +64,7 @@ var sectionDocs = []struct{ name, doc string }{
 // call; changing it changes nothing else.
 func Keys() []KeyInfo {
 	const maxSecTag = math.MaxInt32 // the modem's sec_tag is a positive int32
-	return []KeyInfo{
+	return markRestart([]KeyInfo{
 		// modem
 		stringKey("modem.port", "", "",
 			"Serial device of the nRF91, e.g. /dev/ttyACM0 (a /dev/serial/by-id/ name survives re-plugging). Required by `provisiond run`; the template unit provisiond@.service sets it from the instance name.",
@@ -186,7 +189,7 @@ func Keys() []KeyInfo {
 		enumKey("log.format", "auto", []string{"auto", "json", "console"}, "",
 			"auto: console lines without timestamps under journald (each with its journal priority), with timestamps on a terminal, JSON otherwise (files and pipes).",
 			func(c *Config) *string { return &c.Log.Format }),
-	}
+	})
 }
 
 func envName(key string) string {
