@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -378,8 +377,6 @@ func TestRunDaemon(t *testing.T) {
 		t.Errorf("interval not persisted: %v", settings)
 	}
 }
-
-func jsonUnmarshal(raw []byte, v any) error { return json.Unmarshal(raw, v) }
 
 func TestHelp(t *testing.T) {
 	tests := []struct {

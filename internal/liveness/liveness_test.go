@@ -13,9 +13,8 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func TestCheck(t *testing.T) {
 	type step struct {
-		do      func(at, sched *Part, c *clock)
-		wedged  string // "" healthy, else a part's name expected in the error
-		comment string
+		do     func(at, sched *Part, c *clock)
+		wedged string // "" healthy, else a part's name expected in the error
 	}
 	tests := []struct {
 		name  string
