@@ -123,3 +123,41 @@ func TestHealthFollowsATLoop(t *testing.T) {
 		t.Error("still wedged after the client ended")
 	}
 }
+
+// An idle daemon keeps feeding the watchdog: its loops report idleness, not only progress.
+func TestWatchdogPingsWhileIdle(t *testing.T) {
+	b := newBench(t, "http")
+	msgs := notifySocket(t)
+	t.Setenv("WATCHDOG_USEC", "100000") // a ping every 50 ms
+	t.Setenv("WATCHDOG_PID", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, runOptions{configPath: b.config, explicit: true}, &stdout, &stderr) }()
+
+	// Past the first attempt (nothing queued: NO_COMMANDS) the daemon idles until the next
+	// interval; the pings must go on.
+	waitFor(t, "the first attempt", func() bool {
+		st, err := control.Dial(b.socket).Status(ctx)
+		return err == nil && st.Attempts >= 1 && st.State == status.StateIdle
+	})
+	for len(msgs) > 0 {
+		<-msgs
+	}
+	pings := 0
+	for msg := range msgs {
+		if msg == "WATCHDOG=1" {
+			if pings++; pings == 5 {
+				break
+			}
+		}
+	}
+	if strings.Contains(stderr.String(), "watchdog pings withheld") {
+		t.Errorf("pings were withheld from an idle daemon:\n%s", stderr.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
