@@ -251,9 +251,10 @@ func newStatusCmd() *cobra.Command {
 	cmd := ctlCmd(&cobra.Command{
 		Use:   "status",
 		Short: "Show what the running daemon is doing",
-		Long: "Show the daemon's state, its last attempt and outcome, the next scheduled attempt, the\n" +
-			"modem's identity, the cursor and any results waiting for upload. --json prints the\n" +
-			"daemon's status object as it sent it. Exits 3 when no daemon answers.",
+		Long: "Show the daemon's port and state, what it waits for, where a running attempt is (batch,\n" +
+			"command i of n), the last attempt's outcome with the command that failed, the next\n" +
+			"scheduled attempt, the modem's identity, the cursor and any results waiting for upload.\n" +
+			"--json prints the daemon's status object as it sent it. Exits 3 when no daemon answers.",
 		Args: cobra.NoArgs,
 	}, func(cmd *cobra.Command, _ []string, c *control.Client) error {
 		if asJSON {

@@ -264,11 +264,46 @@ func TestPrintStatus(t *testing.T) {
 	failed.OutboxPending = 2
 	failed.Events = append(failed.Events, status.Event{Time: fixedNow.Add(-time.Minute), Event: daemon.EventFailed, Reason: "service busy"})
 
+	busy := fixtureStatus()
+	busy.Instance, busy.Port, busy.State = "ttyACM0", "/dev/ttyACM0", status.StateProvisioning
+	busy.Progress = &status.Progress{Attempt: 4, Started: fixedNow.Add(-30 * time.Second), Step: "executing commands",
+		Batch: 2, Command: 3, Commands: 5, CorrelationID: "c3"}
+	busy.LastAttempt.Event, busy.LastAttempt.Failed = daemon.EventNoCommands, 1
+	busy.LastAttempt.FailedCommand = &status.FailedCommand{CorrelationID: "b7", Command: "AT%KEYGEN", Error: "+CME ERROR: 514"}
+	busy.Events = nil
+	waiting := status.Daemon{Port: "/dev/ttyACM0", State: status.StateWaitingForModem, WaitingFor: "the modem on /dev/ttyACM0", IntervalSeconds: 60}
+
 	tests := []struct {
 		name string
 		st   status.Daemon
 		want string
 	}{
+		{name: "attempt running after a failed command", st: busy, want: `instance:       ttyACM0
+port:           /dev/ttyACM0
+state:          provisioning
+attempt:        #4 batch 2, command 3 of 5 (c3), started 2026-11-25 17:59:30 UTC (30s ago)
+last attempt:   #3 NO_COMMANDS: 4 executed, 1 failed, 2026-11-25 17:48:00 UTC (12m0s ago)
+  failed:       AT%KEYGEN (b7): +CME ERROR: 514
+next attempt:   2026-11-26 17:48:00 UTC (in 23h48m0s)
+interval:       86400 s (24h0m0s)
+device uuid:    50363154-3931-44f0-8022-121b6401627d
+modem version:  mfw_nrf9161_2.0.2
+cursor:         a1b2c3
+outbox pending: 0 response(s)
+attempts:       3
+`},
+		{name: "waiting for the modem", st: waiting, want: `port:           /dev/ttyACM0
+state:          waiting_for_modem
+  waiting for:  the modem on /dev/ttyACM0
+last attempt:   none yet
+next attempt:   -
+interval:       60 s (1m0s)
+device uuid:    -
+modem version:  -
+cursor:         -
+outbox pending: 0 response(s)
+attempts:       0
+`},
 		{name: "fresh daemon", st: status.Daemon{State: status.StateWaitingForModem, IntervalSeconds: 86400}, want: `state:          waiting_for_modem
 last attempt:   none yet
 next attempt:   -
