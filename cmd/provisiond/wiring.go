@@ -48,10 +48,11 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 	}
 }
 
-// maxStep bounds one step of an attempt for the heartbeat: the longest AT command (the long
-// timeout or the configured one) with the daemon's grace, or a request to the service.
+// maxStep bounds one step of an attempt for the heartbeat: two of the longest AT commands
+// (the long timeout or the configured one; a batch's first command comes after setting the
+// modem offline) with the daemon's grace, or a request to the service.
 func maxStep(cfg *config.Config) time.Duration {
-	at := max(cfg.Modem.CommandTimeout, atmodem.DefaultLongTimeout) + 30*time.Second
+	at := 2*max(cfg.Modem.CommandTimeout, atmodem.DefaultLongTimeout) + 30*time.Second
 	return max(at, cfg.HTTP.Timeout, cfg.CoAP.Timeout) + time.Minute
 }
 

@@ -38,7 +38,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	delay := d.reopenMin
 	for {
-		d.beat(d.deps.MaxStep) // opening the modem and reading its identity are AT commands
+		// Opening the modem runs several AT commands before the next beat: restoring its
+		// mode, reading its identity, writing the root CA with the modem offline.
+		d.beat(4 * d.deps.MaxStep)
 		m, err := d.openModem(ctx)
 		if err != nil {
 			return nil // only cancellation ends the wait
