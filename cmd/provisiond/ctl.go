@@ -1,19 +1,22 @@
 package main
 
 import (
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/provisiond/provisiond/internal/config"
 	"github.com/provisiond/provisiond/internal/control"
-	"github.com/provisiond/provisiond/internal/daemon"
+	"github.com/provisiond/provisiond/internal/status"
 )
 
 // exitNotRunning is the exit code of the control subcommands when no daemon answers, the same
@@ -24,23 +27,118 @@ const exitNotRunning = 3
 type ctlFlags struct {
 	configPath string
 	socket     string
+	instance   string
 }
 
 func (f *ctlFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.configPath, "config", config.DefaultPath, "config file that names control.socket")
 	cmd.Flags().StringVar(&f.socket, "socket", "", "control socket path (overrides control.socket from the config)")
+	addInstanceFlag(cmd, &f.instance)
+	cmd.MarkFlagsMutuallyExclusive("socket", "instance")
 }
 
-// client finds the socket (--socket, else control.socket of the config) and returns a client.
-func (f *ctlFlags) client(cmd *cobra.Command) (*control.Client, error) {
-	if f.socket != "" {
-		return control.Dial(f.socket), nil
+// addInstanceFlag adds --instance, which picks the paths of the template unit's instance.
+func addInstanceFlag(cmd *cobra.Command, instance *string) {
+	cmd.Flags().StringVar(instance, "instance", "", "instance NAME of provisiond@NAME.service (socket "+
+		instanceSocket("NAME")+", settings "+instanceStore("NAME")+")")
+}
+
+// The template unit's per-instance paths (PROVISIOND_CONTROL_SOCKET and PROVISIOND_STORE_PATH
+// in provisiond@.service, with %i the instance name as systemd shows it).
+func instanceSocket(name string) string { return "/run/provisiond/" + name + "/provisiond.sock" }
+func instanceStore(name string) string  { return "/var/lib/provisiond/" + name + "/settings" }
+
+// checkInstance accepts an instance name as `systemctl list-units 'provisiond@*'` shows it,
+// with or without the unit's prefix and suffix, and refuses what cannot be one folder.
+func checkInstance(name string) (string, error) {
+	name = strings.TrimSuffix(strings.TrimPrefix(name, "provisiond@"), ".service")
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("--instance %q is not an instance name (the part after provisiond@, e.g. ttyACM0)", name)
 	}
-	cfg, err := config.Load(f.configPath, cmd.Flags().Changed("config"))
+	return name, nil
+}
+
+// client finds the socket (--socket, --instance, else control.socket of the config) and
+// returns a client.
+func (f *ctlFlags) client(cmd *cobra.Command) (*control.Client, error) {
+	switch {
+	case f.socket != "":
+		return control.Dial(f.socket), nil
+	case cmd.Flags().Changed("instance"):
+		name, err := checkInstance(f.instance)
+		if err != nil {
+			return nil, err
+		}
+		return control.Dial(instanceSocket(name)), nil
+	}
+	socket, err := configValue(cmd, f.configPath, "control.socket", func(c *config.Config) string { return c.Control.Socket })
 	if err != nil {
 		return nil, err
 	}
-	return control.Dial(cfg.Control.Socket), nil
+	return control.Dial(socket), nil
+}
+
+// configValue reads one path setting for a control verb. A verb must not fail because some
+// other key of the file is wrong (that is for `config check` and the daemon): when the whole
+// config does not load, the key is read alone, from its environment variable or the file,
+// else its default, with a warning on stderr.
+func configValue(cmd *cobra.Command, path, key string, get func(*config.Config) string) (string, error) {
+	explicit := cmd.Flags().Changed("config")
+	cfg, loadErr := config.Load(path, explicit)
+	if loadErr == nil {
+		return get(cfg), nil
+	}
+	if _, err := os.Stat(cmp.Or(path, config.DefaultPath)); explicit && err != nil {
+		return "", loadErr // the file asked for is not there: nothing to fall back from
+	}
+	var info *config.KeyInfo
+	for _, k := range config.Keys() {
+		if k.Key == key {
+			info = &k
+			break
+		}
+	}
+	if info == nil {
+		return "", loadErr
+	}
+	v, from, err := rawKey(path, explicit, *info)
+	if err != nil {
+		return "", fmt.Errorf("%w (and %s could not be read alone: %w)", loadErr, key, err)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "provisiond: warning: %v\nprovisiond: using %s %s from %s\n", loadErr, key, v, from)
+	return v, nil
+}
+
+// rawKey reads one string key without checking the rest of the config: the environment
+// variable, else the file's value, else the default. It says where the value came from.
+func rawKey(path string, explicit bool, k config.KeyInfo) (value, from string, err error) {
+	if v, ok := os.LookupEnv(k.Env); ok && v != "" {
+		return v, k.Env, nil
+	}
+	if path == "" {
+		path = config.DefaultPath
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		return k.Default, "the default", nil
+	case err != nil:
+		return "", "", err
+	}
+	var doc map[string]map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return "", "", fmt.Errorf("%s: %w", path, err)
+	}
+	section, name, _ := strings.Cut(k.Key, ".")
+	raw, ok := doc[section][name]
+	if !ok || raw == nil {
+		return k.Default, "the default", nil
+	}
+	v, ok := raw.(string)
+	if !ok || v == "" {
+		return "", "", fmt.Errorf("%s: %s is not a path", path, k.Key)
+	}
+	return v, path, nil
 }
 
 // ctlError gives "daemon not running" its own exit code; other failures exit 1.
@@ -127,8 +225,11 @@ func newIntervalCmd() *cobra.Command {
 			return printAnswer(cmd, n, err)
 		}
 		secs, err := strconv.Atoi(args[0])
-		if err != nil || secs < 0 {
-			return fmt.Errorf("interval: %q is not a whole number of seconds >= 0", args[0])
+		if err != nil {
+			return fmt.Errorf("interval: %q is not a whole number of seconds", args[0])
+		}
+		if err := checkIntervalSeconds(secs); err != nil {
+			return fmt.Errorf("interval: %w", err)
 		}
 		if err := c.SetInterval(cmd.Context(), secs); err != nil {
 			return err
@@ -150,22 +251,23 @@ func newStatusCmd() *cobra.Command {
 	cmd := ctlCmd(&cobra.Command{
 		Use:   "status",
 		Short: "Show what the running daemon is doing",
-		Long: "Show the daemon's state, its last attempt and outcome, the next scheduled attempt, the\n" +
-			"modem's identity, the cursor and any results waiting for upload. --json prints the\n" +
-			"daemon's status object as it sent it. Exits 3 when no daemon answers.",
+		Long: "Show the daemon's port and state, what it waits for, where a running attempt is (batch,\n" +
+			"command i of n), the last attempt's outcome with the command that failed, the next\n" +
+			"scheduled attempt, the modem's identity, the cursor and any results waiting for upload.\n" +
+			"--json prints the daemon's status object as it sent it. Exits 3 when no daemon answers.",
 		Args: cobra.NoArgs,
 	}, func(cmd *cobra.Command, _ []string, c *control.Client) error {
-		raw, err := c.Status(cmd.Context())
-		if err != nil {
-			return err
-		}
 		if asJSON {
+			raw, err := c.StatusJSON(cmd.Context())
+			if err != nil {
+				return err
+			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", strings.TrimSpace(string(raw)))
 			return err
 		}
-		var st daemon.Status
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("status: decode the daemon's answer: %w", err)
+		st, err := c.Status(cmd.Context())
+		if err != nil {
+			return err
 		}
 		return printStatus(cmd.OutOrStdout(), st, time.Now())
 	})
@@ -178,7 +280,7 @@ const recentEvents = 5
 
 // printStatus writes st for a person, one "label: value" line per fact, times in now's zone
 // with how long ago or ahead they are.
-func printStatus(w io.Writer, st daemon.Status, now time.Time) error {
+func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 	var b strings.Builder
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(&b, "%-16s%s\n", label+":", fmt.Sprintf(format, args...))
@@ -189,11 +291,30 @@ func printStatus(w io.Writer, st daemon.Status, now time.Time) error {
 		}
 		return s
 	}
+	if st.Instance != "" {
+		line("instance", "%s", st.Instance)
+	}
+	if st.Port != "" {
+		line("port", "%s", st.Port)
+	}
 	line("state", "%s", st.State)
+	if st.WaitingFor != "" {
+		line("  waiting for", "%s", st.WaitingFor)
+	}
+	if p := st.Progress; p != nil {
+		s := fmt.Sprintf("#%d %s, started %s", p.Attempt, p.Step, when(p.Started, now))
+		if p.Commands > 0 {
+			s = fmt.Sprintf("#%d batch %d, command %d of %d (%s), started %s", p.Attempt, p.Batch, p.Command, p.Commands, p.CorrelationID, when(p.Started, now))
+		}
+		line("attempt", "%s", s)
+	}
 	if a := st.LastAttempt; a != nil {
 		line("last attempt", "#%d %s: %d executed, %d failed, %s", a.Number, a.Event, a.Executed, a.Failed, when(a.Finished, now))
 		if a.Reason != "" {
 			line("  reason", "%s", a.Reason)
+		}
+		if f := a.FailedCommand; f != nil {
+			line("  failed", "%s (%s): %s", f.Command, f.CorrelationID, f.Error)
 		}
 	} else {
 		line("last attempt", "none yet")

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -104,16 +103,15 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	dialFn, err := newDial(cfg, log)
+	dial, err := newDial(cfg, log)
 	if err != nil {
 		return &exitError{code: exitConfig, err: err}
 	}
-	var dial dialer
-	dial.set(dialFn)
 	sd := &notify.Notifier{OnError: func(err error) { log.Warn("systemd watchdog ping failed", zap.Error(err)) }}
+	live := newHealth()
 	d, err := daemon.New(daemonConfig(cfg), daemon.Deps{
-		OpenModem: modemOpener(cfg.Modem, log),
-		Dial:      dial.Dial,
+		OpenModem: modemOpener(cfg.Modem, log, live.at),
+		Dial:      dial,
 		Store:     st,
 		Logger:    log,
 		Notify: func(state string) {
@@ -121,6 +119,8 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 				log.Debug("systemd status not sent", zap.Error(err))
 			}
 		},
+		Heartbeat: func(quiet time.Duration) { live.scheduler.BeatWithin(quiet) },
+		MaxStep:   maxStep(cfg),
 	})
 	if err != nil {
 		return &exitError{code: exitConfig, err: err}
@@ -129,7 +129,7 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 	if opts.once {
 		return runOnce(ctx, d, stdout)
 	}
-	r := &runner{opts: opts, cfg: cfg, log: log, level: level, d: d, dial: &dial, sd: sd}
+	r := &runner{opts: opts, cfg: cfg, log: log, level: level, d: d, sd: sd, live: live}
 	return r.serve(ctx)
 }
 
@@ -188,8 +188,8 @@ type runner struct {
 	log   *zap.Logger
 	level zap.AtomicLevel
 	d     *daemon.Daemon
-	dial  *dialer
 	sd    *notify.Notifier
+	live  *health
 }
 
 func (r *runner) serve(ctx context.Context) error {
@@ -209,13 +209,23 @@ func (r *runner) serve(ctx context.Context) error {
 	defer cancel()
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.d.Run(ctx) }()
+	srv := control.NewServer(controlBackend{r.d, r.cfg.Control.Socket}, r.log, control.Limits{})
+	srv.Heartbeat = r.live.control.Beat
+	r.live.control.Beat() // the socket accepts from Listen on
 	ctlDone := make(chan error, 1)
-	go func() { ctlDone <- control.NewServer(controlBackend{r.d}, r.log).ServeListener(ctx, ln) }()
+	go func() { ctlDone <- srv.ServeListener(ctx, ln) }()
 	wdDone := make(chan error, 1)
-	go func() { wdDone <- r.sd.Watchdog(ctx) }()
+	go func() { wdDone <- r.sd.Watchdog(ctx, r.live.check(r.log)) }()
 	r.log.Info("provisiond started", zap.String("version", version),
 		zap.String("port", r.cfg.Modem.Port), zap.String("transport", r.cfg.Provisioning.Transport),
 		zap.String("control_socket", r.cfg.Control.Socket))
+	// Ready as soon as the control socket serves: the daemon works from here on, with or
+	// without the modem (it waits for it and says so in STATUS), so a missing board never
+	// holds `systemctl start` or the boot.
+	r.notify(r.sd.Ready)
+	if err := r.sd.Status("waiting for the modem on " + r.cfg.Modem.Port); err != nil {
+		r.log.Debug("systemd status not sent", zap.Error(err))
+	}
 
 	ready, done := r.d.Ready(), ctx.Done()
 	var runErr, ctlErr error
@@ -224,8 +234,10 @@ func (r *runner) serve(ctx context.Context) error {
 		select {
 		case <-ready:
 			ready = nil
-			r.log.Info("ready: settings loaded and modem answering")
-			r.notify(r.sd.Ready)
+			r.log.Info("modem answering")
+			if err := r.sd.Status("modem answering on " + r.cfg.Modem.Port); err != nil {
+				r.log.Debug("systemd status not sent", zap.Error(err))
+			}
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGUSR1:
@@ -289,45 +301,22 @@ func (r *runner) reload() error {
 	if cfg.Modem.Port == "" {
 		return refuse(errors.New("modem.port is not set"))
 	}
-	dialFn, err := newDial(cfg, r.log)
+	dial, err := newDial(cfg, r.log)
 	if err != nil {
 		return refuse(err)
 	}
 	r.notify(r.sd.Reloading)
 	defer r.notify(r.sd.Ready)
-	if err := r.d.Reconfigure(daemonConfig(cfg)); err != nil {
+	// Config and transport go in as one pair: the running attempt finishes with the old
+	// pair, the next one starts with the new.
+	if err := r.d.Reconfigure(daemonConfig(cfg), dial); err != nil {
 		return refuse(err)
 	}
-	// The engine applies the new config from its next attempt; an attempt starting in between
-	// still dials with the old transport, which it may: both are valid configs.
-	r.dial.set(dialFn)
 	r.level.SetLevel(lvl)
-	if keys := restartKeys(r.cfg, cfg); len(keys) > 0 {
+	if keys := config.RestartNeeded(r.cfg, cfg); len(keys) > 0 {
 		r.log.Warn("changed settings take effect after a restart", zap.Strings("keys", keys))
 	}
 	r.cfg = cfg
 	r.log.Info("config reloaded", zap.String("config", r.opts.configPath))
 	return nil
-}
-
-// restartKeys names the settings that differ between old and cur but are only read at start:
-// the serial port (held open), the store and socket paths, and the log format.
-func restartKeys(old, cur *config.Config) []string {
-	var keys []string
-	add := func(changed bool, key string) {
-		if changed {
-			keys = append(keys, key)
-		}
-	}
-	om, cm := old.Modem, cur.Modem
-	add(om.Port != cm.Port, "modem.port")
-	add(om.Baud != cm.Baud, "modem.baud")
-	add(om.FlowControl != cm.FlowControl, "modem.flow_control")
-	add(om.LineEnding != cm.LineEnding, "modem.line_ending")
-	add(om.CommandTimeout != cm.CommandTimeout, "modem.command_timeout")
-	add(om.TraceAT != cm.TraceAT, "modem.trace_at")
-	add(old.Store.Path != cur.Store.Path, "store.path")
-	add(old.Control.Socket != cur.Control.Socket, "control.socket")
-	add(!strings.EqualFold(old.Log.Format, cur.Log.Format), "log.format")
-	return keys
 }

@@ -21,6 +21,7 @@ func newSettingsCmd() *cobra.Command {
 	var (
 		asJSON     bool
 		configPath string
+		instance   string
 	)
 	cmd := &cobra.Command{
 		Use:   "settings [--json] [--config FILE]",
@@ -35,11 +36,21 @@ quoted Go-style when it holds line breaks or other control characters. --json pr
 object mapping each key to its value.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(configPath, cmd.Flags().Changed("config"))
-			if err != nil {
-				return err
+			var storePath string
+			if cmd.Flags().Changed("instance") {
+				name, err := checkInstance(instance)
+				if err != nil {
+					return err
+				}
+				storePath = instanceStore(name)
+			} else {
+				var err error
+				storePath, err = configValue(cmd, configPath, "store.path", func(c *config.Config) string { return c.Store.Path })
+				if err != nil {
+					return err
+				}
 			}
-			m, err := store.Load(cfg.Store.Path, store.Limits{})
+			m, err := store.Load(storePath, store.Limits{})
 			if errors.Is(err, store.ErrCorrupt) {
 				return fmt.Errorf("%w (left in place; the daemon moves it aside when it starts)", err)
 			}
@@ -54,6 +65,8 @@ object mapping each key to its value.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object, key → value")
 	cmd.Flags().StringVar(&configPath, "config", config.DefaultPath, "configuration file (a missing default file is not an error)")
+	addInstanceFlag(cmd, &instance)
+	cmd.MarkFlagsMutuallyExclusive("config", "instance")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,11 +130,39 @@ func TestSettingsCorruptStoreLeftInPlace(t *testing.T) {
 }
 
 func TestSettingsConfigErrors(t *testing.T) {
-	t.Run("invalid config", func(t *testing.T) {
-		cfg, _ := writeStoreTestConfig(t, "modem:\n  baud: fast\n")
+	t.Run("unrelated key invalid", func(t *testing.T) {
+		// The store is still found: a mistake elsewhere is for `config check` to report.
+		cfg, storePath := writeStoreTestConfig(t, "modem:\n  baud: fast\n")
+		fillTestStore(t, storePath, map[string]string{"k": "v"})
+		out, errOut, err := runStoreConfigCmd(t, newSettingsCmd(), "--config", cfg)
+		if err != nil || out != "k=v\n" {
+			t.Fatalf("got %q, %v", out, err)
+		}
+		if !strings.Contains(errOut, "modem.baud") || !strings.Contains(errOut, "using store.path "+storePath) {
+			t.Errorf("stderr %q, want a warning naming the bad key and the store used", errOut)
+		}
+	})
+	t.Run("store path itself invalid", func(t *testing.T) {
+		cfg, _ := writeStoreTestConfig(t, "")
+		if err := os.WriteFile(cfg, []byte("store:\n  path: 42\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		_, _, err := runStoreConfigCmd(t, newSettingsCmd(), "--config", cfg)
-		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "modem.baud") {
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "store.path") {
 			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("instance", func(t *testing.T) {
+		// An instance that never ran has no settings yet: nothing to print, no error.
+		name := fmt.Sprintf("test-%d-none", os.Getpid())
+		if out, _, err := runStoreConfigCmd(t, newSettingsCmd(), "--instance", name); err != nil || out != "" {
+			t.Errorf("--instance %s: %q, %v", name, out, err)
+		}
+		if _, _, err := runStoreConfigCmd(t, newSettingsCmd(), "--instance", "../x"); err == nil || !strings.Contains(err.Error(), "not an instance name") {
+			t.Errorf("--instance ../x: %v, want refused", err)
+		}
+		if _, _, err := runStoreConfigCmd(t, newSettingsCmd(), "--instance", name, "--config", "/x.yaml"); err == nil {
+			t.Error("--instance with --config accepted")
 		}
 	})
 	t.Run("explicit config missing", func(t *testing.T) {

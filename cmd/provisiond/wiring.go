@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync/atomic"
+	"path/filepath"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -15,6 +16,8 @@ import (
 	"github.com/provisiond/provisiond/internal/control"
 	"github.com/provisiond/provisiond/internal/daemon"
 	"github.com/provisiond/provisiond/internal/httptransport"
+	"github.com/provisiond/provisiond/internal/liveness"
+	"github.com/provisiond/provisiond/internal/status"
 )
 
 // daemonConfig maps the validated file config onto the engine's plain values. The root CA to
@@ -43,6 +46,51 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 		HooksDir:          p.HooksDir,
 		AllowHashCommands: p.AllowHashCommands,
 		StorePrefix:       cfg.Store.Prefix,
+		Port:              cfg.Modem.Port,
+	}
+}
+
+// maxStep bounds one step of an attempt for the heartbeat: two of the longest AT commands
+// (the long timeout or the configured one; a batch's first command comes after setting the
+// modem offline) with the daemon's grace, or a request to the service.
+func maxStep(cfg *config.Config) time.Duration {
+	at := 2*max(cfg.Modem.CommandTimeout, atmodem.DefaultLongTimeout) + 30*time.Second
+	return max(at, cfg.HTTP.Timeout, cfg.CoAP.Timeout) + time.Minute
+}
+
+// health is what the systemd watchdog watches: the scheduler, the AT loop of the open
+// modem and the control server each report, and a ping goes out only while all of them do.
+type health struct {
+	mon                    *liveness.Monitor
+	scheduler, at, control *liveness.Part
+}
+
+// beatSilence is how long a part may stay silent between idle beats (each beats every 5-10 s).
+const beatSilence = 45 * time.Second
+
+func newHealth() *health {
+	mon := liveness.New(nil)
+	return &health{
+		mon:       mon,
+		scheduler: mon.Part("scheduler", beatSilence),
+		at:        mon.Part("modem AT loop", beatSilence),
+		control:   mon.Part("control server", beatSilence),
+	}
+}
+
+// check is the watchdog's health function; it logs when pings stop and when they resume.
+func (l *health) check(log *zap.Logger) func() error {
+	var withheld bool
+	return func() error {
+		err := l.mon.Check()
+		switch {
+		case err != nil && !withheld:
+			log.Error("watchdog pings withheld: the daemon's work does not progress; systemd will restart it", zap.Error(err))
+		case err == nil && withheld:
+			log.Info("watchdog pings resumed")
+		}
+		withheld = err != nil
+		return err
 	}
 }
 
@@ -50,7 +98,8 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 // AT conversation, and start an AT client on it. The client owns the port and closes it when
 // it is closed or the port is lost, so the daemon's Close of the Modem releases the tty.
 // A missing device is an error (wrapping fs.ErrNotExist) the daemon retries on.
-func modemOpener(mc config.ModemConfig, log *zap.Logger) func(ctx context.Context) (daemon.Modem, error) {
+// beat receives the AT loop's heartbeat.
+func modemOpener(mc config.ModemConfig, log *zap.Logger, beat *liveness.Part) func(ctx context.Context) (daemon.Modem, error) {
 	return func(ctx context.Context) (daemon.Modem, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -68,6 +117,7 @@ func modemOpener(mc config.ModemConfig, log *zap.Logger) func(ctx context.Contex
 		return atmodem.New(rw, atmodem.Config{
 			LineEnding:     mc.LineEnding,
 			CommandTimeout: mc.CommandTimeout,
+			Heartbeat:      atHeartbeat(beat),
 		}), nil
 	}
 }
@@ -81,20 +131,25 @@ func traceLogger(log *zap.Logger) func(dir, line string) {
 	}
 }
 
-// dialer is the daemon's Dial. The transport behind it is replaced as a whole on a config
-// reload, so an attempt uses either the old or the new settings, never a mix.
-type dialer struct {
-	cur atomic.Pointer[func(context.Context) (daemon.Session, error)]
+// atHeartbeat reports an AT client's heartbeat to its part: a working loop beats, a wedged
+// one is stuck, and a finished one (port lost or closed) pauses until the next modem is open.
+func atHeartbeat(beat *liveness.Part) func(error) {
+	return func(err error) {
+		switch {
+		case err == nil:
+			beat.Beat()
+		case errors.Is(err, atmodem.ErrWedged):
+			beat.Stuck(err.Error())
+		default:
+			beat.Pause()
+		}
+	}
 }
-
-func (d *dialer) set(f func(context.Context) (daemon.Session, error)) { d.cur.Store(&f) }
-
-func (d *dialer) Dial(ctx context.Context) (daemon.Session, error) { return (*d.cur.Load())(ctx) }
 
 // newDial builds the transport the config selects and returns its per-attempt Open adapted to
 // daemon.Session. The adapters return a nil interface on error: a nil *Session inside a
 // non-nil interface would pass the daemon's err check and panic on first use.
-func newDial(cfg *config.Config, log *zap.Logger) (func(context.Context) (daemon.Session, error), error) {
+func newDial(cfg *config.Config, log *zap.Logger) (daemon.DialFunc, error) {
 	ua := "provisiond/" + version
 	switch cfg.Provisioning.Transport {
 	case "http":
@@ -130,7 +185,7 @@ func newDial(cfg *config.Config, log *zap.Logger) (func(context.Context) (daemon
 }
 
 // sessionDial adapts a transport's Open to the daemon's Dial.
-func sessionDial[S daemon.Session](open func(context.Context) (S, error)) func(context.Context) (daemon.Session, error) {
+func sessionDial[S daemon.Session](open func(context.Context) (S, error)) daemon.DialFunc {
 	return func(ctx context.Context) (daemon.Session, error) {
 		s, err := open(ctx)
 		if err != nil {
@@ -141,14 +196,48 @@ func sessionDial[S daemon.Session](open func(context.Context) (S, error)) func(c
 }
 
 // controlBackend adapts the daemon to the control server's consumer interface.
-type controlBackend struct{ *daemon.Daemon }
+type controlBackend struct {
+	*daemon.Daemon
+	socket string
+}
 
-func (b controlBackend) Status() any { return b.Daemon.Status() }
+// Status is the engine's status with what only the process knows: its version, and the
+// template instance it runs as, read from the socket path the instance's unit gives it.
+func (b controlBackend) Status() status.Daemon {
+	st := b.Daemon.Status()
+	st.Version = version
+	st.Instance = instanceOfSocket(b.socket)
+	return st
+}
+
+// instanceOfSocket is NAME for a socket at instanceSocket(NAME), else "".
+func instanceOfSocket(socket string) string {
+	dir, file := filepath.Split(socket)
+	name := filepath.Base(dir)
+	if file != "provisiond.sock" || instanceSocket(name) != socket {
+		return ""
+	}
+	return name
+}
 
 func (b controlBackend) SetInterval(ctx context.Context, seconds int) error {
+	if err := checkIntervalSeconds(seconds); err != nil {
+		return fmt.Errorf("%w: %w", control.ErrInvalid, err)
+	}
 	err := b.Daemon.SetInterval(ctx, seconds)
 	if errors.Is(err, daemon.ErrInvalidInterval) {
 		return fmt.Errorf("%w: %w", control.ErrInvalid, err)
 	}
 	return err
+}
+
+// checkIntervalSeconds accepts what provisioning.interval accepts, or 0 (back to the
+// configured interval). A value beyond it would be stored and then ignored by the scheduler.
+func checkIntervalSeconds(seconds int) error {
+	lo, hi := int64(config.MinInterval/time.Second), int64(config.MaxInterval/time.Second)
+	if s := int64(seconds); s != 0 && (s < lo || s > hi) {
+		return fmt.Errorf("interval must be 0 (the configured interval) or %d..%d seconds (%d days), got %d",
+			lo, hi, hi/86400, seconds)
+	}
+	return nil
 }

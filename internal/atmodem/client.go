@@ -52,6 +52,7 @@ const (
 	// answers are a few KiB (a %CMNG certificate read, +CLAC's command list); 64 KiB leaves
 	// room for those many times over while a runaway modem cannot fill the heap.
 	DefaultMaxResponseLen = 64 << 10
+	DefaultHeartbeatEvery = 5 * time.Second
 )
 
 // Config configures a Client. The zero value is valid.
@@ -77,6 +78,13 @@ type Config struct {
 	// OnURC, if set, receives every unsolicited line. It runs on the client's loop goroutine:
 	// it must return quickly and must not call the Client.
 	OnURC func(line string)
+	// Heartbeat, if set, is called on the loop goroutine when the loop starts, every
+	// HeartbeatEvery (default 5s) and once when it ends. It gets nil while the conversation
+	// works (idle, or a command within its timeout), an error wrapping ErrWedged while a write
+	// to the port has not returned within its command's timeout, and at the end why the loop
+	// stopped (ErrClosed or ErrPortLost). It must return quickly and must not call the Client.
+	Heartbeat      func(error)
+	HeartbeatEvery time.Duration
 }
 
 // Response is a command's answer.
@@ -218,6 +226,9 @@ func withDefaults(cfg Config) (Config, string, error) {
 	}
 	if cfg.MaxResponseLen <= 0 {
 		cfg.MaxResponseLen = DefaultMaxResponseLen
+	}
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	return cfg, term, err
 }

@@ -17,6 +17,9 @@ var (
 	ErrPortLost = errors.New("modem port lost")
 	// ErrClosed means Close was called.
 	ErrClosed = errors.New("client closed")
+	// ErrWedged is what Config.Heartbeat reports while a write to the port does not return:
+	// the conversation cannot go on, though the client itself still answers.
+	ErrWedged = errors.New("modem port wedged")
 	// ErrTimeout means a command got no final result before its deadline.
 	ErrTimeout = errors.New("timeout")
 	// ErrCommandTooLong means the command with its terminator exceeds Config.MaxCommandLen;

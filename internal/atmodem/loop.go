@@ -68,7 +68,8 @@ type loopState struct {
 	timeout  time.Duration // the default timeout that applied to cur
 	ctxBound bool          // cur's ctx deadline comes before the default timeout
 	ex       exchange
-	writing  bool // the writer has a write in progress
+	writing  bool      // the writer has a write in progress
+	writeDue time.Time // when the write in progress counts as wedged
 	lostErr  error
 	timeouts int // consecutive timeouts
 
@@ -86,6 +87,13 @@ type loopState struct {
 // loop owns the conversation until Close or a lost port.
 func (c *Client) loop() {
 	var why error
+	var beat <-chan time.Time
+	if c.cfg.Heartbeat != nil {
+		t := time.NewTicker(c.cfg.HeartbeatEvery)
+		defer t.Stop()
+		beat = t.C
+		c.cfg.Heartbeat(nil)
+	}
 	for why == nil {
 		var (
 			reqs    chan *request
@@ -116,6 +124,8 @@ func (c *Client) loop() {
 			c.expire(c.cur.ctx.Err())
 		case <-c.quit:
 			why = ErrClosed
+		case <-beat:
+			c.cfg.Heartbeat(c.health())
 		}
 		if why == nil {
 			why = c.lostErr
@@ -126,6 +136,9 @@ func (c *Client) loop() {
 	}
 	cur := c.cur
 	c.cur = nil
+	if c.cfg.Heartbeat != nil {
+		c.cfg.Heartbeat(why)
+	}
 	c.stop(why)
 	if cur != nil {
 		cur.res <- result{err: fmt.Errorf("atmodem: %s: %w", cur.name, why)}
@@ -217,8 +230,18 @@ func (c *Client) advance() {
 	}
 }
 
+// health is nil unless a write has been in progress for longer than its command's timeout:
+// the loop itself stays responsive (commands time out), but nothing reaches the modem.
+func (c *Client) health() error {
+	if c.writing && time.Now().After(c.writeDue) {
+		return fmt.Errorf("%w: a write has not returned for %s", ErrWedged, time.Since(c.writeDue.Add(-c.timeout)).Round(time.Second))
+	}
+	return nil
+}
+
 func (c *Client) write(b []byte) {
 	c.writing = true
+	c.writeDue = time.Now().Add(c.timeout)
 	c.writes <- b // never blocks: the writer is idle whenever writing was false
 }
 

@@ -53,6 +53,13 @@ const (
 )
 
 // Config is the whole configuration. The zero value is not useful; start from Default or Load.
+// The range of provisioning.interval; `provisiond interval` and the control socket accept
+// the same (or 0: back to the configured interval).
+const (
+	MinInterval = time.Second
+	MaxInterval = 365 * 24 * time.Hour
+)
+
 // A Config is a plain value: copy it freely, and swap a new one in on reload.
 type Config struct {
 	Modem        ModemConfig

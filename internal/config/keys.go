@@ -31,6 +31,9 @@ type KeyInfo struct {
 	Allowed     string // human-readable constraint, "1..65535", "none, rtscts"; "" for any
 	Kconfig     string // the device-side Kconfig option it corresponds to; "" for host-only keys
 	Description string
+	// Restart is set for keys the daemon reads only when it starts: a reload (SIGHUP) leaves
+	// a change to them for the next start, and says so.
+	Restart bool
 
 	// def is the default in Go form, fed to decode by Default.
 	def any
@@ -74,7 +77,7 @@ const (
 // call; changing it changes nothing else.
 func Keys() []KeyInfo {
 	const maxSecTag = MaxSecTag
-	return []KeyInfo{
+	return markRestart([]KeyInfo{
 		// modem
 		stringKey("modem.port", "", "",
 			"Serial device of the nRF91, e.g. /dev/ttyACM0 (a /dev/serial/by-id/ name survives re-plugging). Required by `provisiond run`; the template unit provisiond@.service sets it from the instance name.",
@@ -117,7 +120,7 @@ func Keys() []KeyInfo {
 		boolKey("provisioning.auto_start", true, "NRF_PROVISIONING_AUTO_START_ON_INIT, NRF_PROVISIONING_SCHEDULED",
 			"Run an attempt at start and then on the schedule. Off: attempts only on `provisiond now` or SIGUSR1.",
 			func(c *Config) *bool { return &c.Provisioning.AutoStart }),
-		durationKey("provisioning.interval", 24*time.Hour, time.Second, 365*24*time.Hour, 0, "NRF_PROVISIONING_INTERVAL_S",
+		durationKey("provisioning.interval", 24*time.Hour, MinInterval, MaxInterval, 0, "NRF_PROVISIONING_INTERVAL_S",
 			"Time between attempts. The store's provisioning/interval-sec (set by the service or `provisiond interval`) overrides it.",
 			func(c *Config) *time.Duration { return &c.Provisioning.Interval }),
 		durationKey("provisioning.spread", 0, 0, 24*time.Hour, 0, "NRF_PROVISIONING_SPREAD_S",
@@ -205,7 +208,7 @@ func Keys() []KeyInfo {
 		enumKey("log.format", "auto", []string{"auto", "json", "console"}, "",
 			"auto: console lines without timestamps under journald (each with its journal priority), with timestamps on a terminal, JSON otherwise (files and pipes).",
 			func(c *Config) *string { return &c.Log.Format }),
-	}
+	})
 }
 
 func envName(key string) string {

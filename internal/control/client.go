@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+
+	"github.com/provisiond/provisiond/internal/status"
 )
 
 // Client talks to a running daemon over its control socket. It is safe for concurrent use;
@@ -33,8 +35,16 @@ func Dial(socketPath string) *Client {
 	return &Client{path: socketPath, hc: &http.Client{Transport: tr}}
 }
 
-// Status returns the daemon's status snapshot as the JSON it sent.
-func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
+// Status returns the daemon's status snapshot.
+func (c *Client) Status(ctx context.Context) (status.Daemon, error) {
+	var st status.Daemon
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// StatusJSON returns the daemon's status snapshot as the JSON it sent, fields this client
+// does not know included.
+func (c *Client) StatusJSON(ctx context.Context) (json.RawMessage, error) {
 	var raw json.RawMessage
 	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &raw)
 	return raw, err

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/provisiond/provisiond/internal/status"
 )
 
 // fakeBackend records what the server asked of it.
@@ -28,10 +30,10 @@ type fakeBackend struct {
 	block    chan struct{} // when set, AttestationToken waits for ctx and reports it
 }
 
-func (f *fakeBackend) Status() any {
+func (f *fakeBackend) Status() status.Daemon {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return map[string]any{"state": "idle", "interval_sec": f.interval, "now_requests": f.nows}
+	return status.Daemon{State: "idle", IntervalSeconds: int64(f.interval), Attempts: f.nows}
 }
 
 func (f *fakeBackend) TriggerNow() {
@@ -78,13 +80,21 @@ func serve(t *testing.T, b Backend) string {
 
 func startServer(t *testing.T, b Backend, path string) (stop func()) {
 	t.Helper()
+	stop, _ = startServerLimits(t, b, path, Limits{})
+	return stop
+}
+
+// startServerLimits is startServer with limits; it also returns the server, for its counters.
+func startServerLimits(t *testing.T, b Backend, path string, lim Limits) (stop func(), s *Server) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := Listen(path) // the socket accepts from here on, before ServeListener runs
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- NewServer(b, zaptest.NewLogger(t)).ServeListener(ctx, ln) }()
+	s = NewServer(b, zaptest.NewLogger(t), lim)
+	go func() { done <- s.ServeListener(ctx, ln) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -95,7 +105,7 @@ func startServer(t *testing.T, b Backend, path string) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return stop, s
 }
 
 func TestVerbs(t *testing.T) {
@@ -127,16 +137,23 @@ func TestVerbs(t *testing.T) {
 	if got, err := c.Interval(ctx); err != nil || got != 3600 {
 		t.Errorf("Interval after set = %d, %v; want 3600", got, err)
 	}
-	raw, err := c.Status(ctx)
+	st, err := c.Status(ctx)
+	if err != nil || st.State != "idle" || st.IntervalSeconds != 3600 {
+		t.Errorf("Status = %+v (%v), want state idle and interval 3600", st, err)
+	}
+	// The raw answer keeps the names scripts read.
+	raw, err := c.StatusJSON(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st struct {
-		State    string `json:"state"`
-		Interval int    `json:"interval_sec"`
+	var names map[string]any
+	if err := json.Unmarshal(raw, &names); err != nil {
+		t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &st); err != nil || st.State != "idle" || st.Interval != 3600 {
-		t.Errorf("Status = %s (%v), want state idle and interval 3600", raw, err)
+	for _, k := range []string{"state", "interval_seconds", "cursor", "outbox_pending", "attempts", "events"} {
+		if _, ok := names[k]; !ok {
+			t.Errorf("status JSON %s has no %q", raw, k)
+		}
 	}
 }
 
@@ -277,7 +294,7 @@ func TestSocketLifecycle(t *testing.T) {
 	}
 
 	// A second daemon on the same path must not steal the socket of the running one.
-	err = NewServer(&fakeBackend{}, nil).Serve(context.Background(), path)
+	err = NewServer(&fakeBackend{}, nil, Limits{}).Serve(context.Background(), path)
 	if !errors.Is(err, ErrInUse) {
 		t.Errorf("second Serve: got %v, want ErrInUse", err)
 	}
@@ -310,7 +327,7 @@ func TestRefusesNonSocket(t *testing.T) {
 	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := NewServer(&fakeBackend{}, nil).Serve(context.Background(), path)
+	err := NewServer(&fakeBackend{}, nil, Limits{}).Serve(context.Background(), path)
 	if !errors.Is(err, ErrNotSocket) {
 		t.Errorf("got %v, want ErrNotSocket", err)
 	}

@@ -78,7 +78,8 @@ type batch struct {
 func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []proto.Command) batchResult {
 	b := &batch{d: d, ctx: ctx, cfg: cfg, m: d.currentModem(), n: n, savedCMEE: -1, savedMode: -1}
 	var res batchResult
-	for _, cmd := range cmds {
+	for i, cmd := range cmds {
+		d.commandProgress(i+1, cmd)
 		if b.j.failed() {
 			break // the first failure stops the batch; later commands get no response
 		}
@@ -140,6 +141,7 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 	for _, r := range b.j.Responses {
 		if r.failed() {
 			res.failed++
+			d.noteFailedCommand(cmds, r)
 		}
 	}
 	if res.stopped != nil && isModemLost(res.stopped) {

@@ -94,6 +94,8 @@ type Config struct {
 	AllowHashCommands bool
 	// StorePrefix is the settings subtree of the protocol's keys.
 	StorePrefix string
+	// Port names the modem's serial device in status and messages; OpenModem opens it.
+	Port string
 }
 
 // DefaultHookTimeout bounds each hook when Config.HookTimeout is zero.
@@ -232,8 +234,9 @@ type KV interface {
 type Deps struct {
 	// OpenModem opens the modem; called at start and after the modem was lost.
 	OpenModem func(ctx context.Context) (Modem, error)
-	// Dial opens a session to the service; called once per attempt.
-	Dial func(ctx context.Context) (Session, error)
+	// Dial opens a session to the service; called once per attempt. Reconfigure can replace
+	// it together with the config it was built from.
+	Dial DialFunc
 	// Store holds the protocol's keys and the daemon's own state under "provisiond/".
 	Store KV
 	// Logger receives the daemon's log; nil discards it.
@@ -242,7 +245,18 @@ type Deps struct {
 	Notify func(state string)
 	// Now, if set, replaces time.Now.
 	Now func() time.Time
+	// Heartbeat, if set, is called by the goroutine of Run while it is responsive: every few
+	// seconds when idle or waiting for the modem, and before each step of an attempt (a
+	// command, a request to the service). quiet is how long it may then go without calling
+	// again; a longer silence means it is wedged.
+	Heartbeat func(quiet time.Duration)
+	// MaxStep is the longest one step of an attempt may take (an AT command with its grace,
+	// or a request to the service); the heartbeat allows it. Default 15m.
+	MaxStep time.Duration
 }
+
+// DialFunc opens a session to the Provisioning Service.
+type DialFunc func(ctx context.Context) (Session, error)
 
 // Daemon is the provisioning engine and scheduler. See the package documentation.
 type Daemon struct {
@@ -265,8 +279,11 @@ type Daemon struct {
 	readyOnce sync.Once
 	running   atomic.Bool
 
+	beatEvery time.Duration // idle heartbeat period
+
 	mu     sync.Mutex // guards the fields below
 	cfg    Config
+	dial   DialFunc // built from cfg; nil: Deps.Dial
 	modem  Modem
 	hooks  *hookRunner
 	status statusState
@@ -303,6 +320,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		grace:     20 * time.Second,
 		storeWait: 200 * time.Millisecond,
 		regWait:   defaultRegistrationWait,
+		beatEvery: 5 * time.Second,
 		trigger:   make(chan struct{}, 1),
 		resched:   make(chan struct{}, 1),
 		ready:     make(chan struct{}),
@@ -318,6 +336,9 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		t := time.NewTimer(dur)
 		return t.C, t.Stop
 	}
+	if d.deps.MaxStep <= 0 {
+		d.deps.MaxStep = 15 * time.Minute
+	}
 	d.status.state = StateStarting
 	return d, nil
 }
@@ -332,19 +353,45 @@ func (d *Daemon) config() Config {
 	return d.cfg
 }
 
-// Reconfigure swaps in a new configuration (SIGHUP). An attempt in progress finishes with the
-// old one; the scheduler recomputes the next attempt time with the new one.
-func (d *Daemon) Reconfigure(cfg Config) error {
+// snapshot returns the configuration and the transport built from it, taken together: an
+// attempt takes one snapshot at its start and uses nothing else.
+func (d *Daemon) snapshot() (Config, DialFunc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dial == nil {
+		return d.cfg, d.deps.Dial
+	}
+	return d.cfg, d.dial
+}
+
+// Reconfigure swaps in a new configuration and the transport built from it (SIGHUP) in one
+// step; dial nil keeps the current transport. An attempt in progress finishes with the
+// old pair, the next one starts with the new pair: no attempt mixes them. The scheduler
+// recomputes the next attempt time with the new config.
+func (d *Daemon) Reconfigure(cfg Config, dial DialFunc) error {
 	cfg, err := cfg.validate()
 	if err != nil {
 		return err
 	}
 	d.mu.Lock()
 	d.cfg = cfg
+	if dial != nil {
+		d.dial = dial
+	}
 	d.mu.Unlock()
 	d.signalResched()
 	return nil
 }
+
+// beat reports to Deps.Heartbeat that the scheduler is responsive for the next quiet.
+func (d *Daemon) beat(quiet time.Duration) {
+	if d.deps.Heartbeat != nil {
+		d.deps.Heartbeat(quiet)
+	}
+}
+
+// idleQuiet is the silence allowed between idle heartbeats.
+func (d *Daemon) idleQuiet() time.Duration { return 3 * d.beatEvery }
 
 // TriggerNow asks for an attempt as soon as possible, also during a backoff. Requests made
 // while one is pending or an attempt runs coalesce into one more attempt.

@@ -43,7 +43,7 @@ type outcome struct {
 
 // attempt runs one provisioning attempt between START and STOP events.
 func (d *Daemon) attempt(ctx context.Context) outcome {
-	cfg := d.config()
+	cfg, dial := d.snapshot()
 	d.attempts++
 	n := d.attempts
 	started := d.now()
@@ -51,9 +51,16 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 	d.status.state = StateProvisioning
 	d.status.attempts = n
 	d.mu.Unlock()
+	d.step("starting")
 	d.emit(EventStart, eventInfo{attempt: n, cursor: d.cursor})
 
-	o := d.runAttempt(ctx, cfg, n)
+	o := d.runAttempt(ctx, cfg, dial, n)
+	failed := d.endProgress()
+	if failed != nil {
+		// An attempt can end as NO_COMMANDS after reporting a failed command: say which.
+		d.log.Warn("attempt had a failed command", zap.Int("attempt", n), zap.String("correlation_id", failed.CorrelationID),
+			zap.String("command", failed.Command), zap.String("error", failed.Error))
+	}
 
 	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor, failed: o.res.Failed > 0}
 	if o.res.Event == EventFailedDeviceNotClaimed {
@@ -67,7 +74,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 	d.emit(EventStop, eventInfo{attempt: n, cursor: d.cursor})
 	d.mu.Lock()
 	d.status.last = &AttemptStatus{Number: n, Started: started, Finished: d.now(), Event: o.res.Event,
-		Reason: o.res.Reason, Executed: o.res.Executed, Failed: o.res.Failed}
+		Reason: o.res.Reason, Executed: o.res.Executed, Failed: o.res.Failed, FailedCommand: failed}
 	d.mu.Unlock()
 	return o
 }
@@ -75,7 +82,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 // runAttempt is the loop of docs/protocol.md §1.5/§2.4 with the durable outbox in front: a pending
 // outbox is delivered before anything is fetched; then fetch → decode → execute → upload
 // until no commands (NO_COMMANDS) or an acknowledged FINISHED (DONE).
-func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
+func (d *Daemon) runAttempt(ctx context.Context, cfg Config, dial DialFunc, n int) outcome {
 	var res Result
 	fail := func(err error) outcome { return d.failure(err, res) }
 
@@ -85,7 +92,8 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 	if _, err := d.token(ctx, cfg); err != nil {
 		return fail(err)
 	}
-	sess, err := d.deps.Dial(ctx)
+	d.step("connecting to the service")
+	sess, err := dial(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("daemon: connect: %w", err))
 	}
@@ -120,6 +128,7 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		if err != nil {
 			return fail(err)
 		}
+		d.step("fetching commands")
 		body, err := d.fetch(ctx, cfg, sess, n, transport.FetchRequest{
 			After: d.cursor, RxMaxSize: cfg.RxBufSize, TxMaxSize: cfg.TxBufSize, Limit: cfg.MaxCommands,
 			ModemVersion: d.modemVersion(), ClientVersion: cfg.ClientVersion, JWT: tok,
@@ -145,6 +154,7 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, n int) outcome {
 		}
 		d.log.Info("batch received", zap.Int("attempt", n), zap.Int("commands", len(cmds)),
 			zap.String("first_id", cmds[0].ID))
+		d.beginBatch(len(cmds))
 		br := d.executeBatch(ctx, cfg, n, cmds)
 		res.Executed += br.executed
 		res.Failed += br.failed
@@ -238,6 +248,7 @@ func (d *Daemon) deliver(ctx context.Context, cfg Config, sess Session, ob *outb
 	if err != nil {
 		return err
 	}
+	d.step("uploading results")
 	err = sess.Upload(ctx, transport.UploadRequest{JWT: tok, Body: body,
 		ModemVersion: d.modemVersion(), ClientVersion: cfg.ClientVersion})
 	if err != nil {

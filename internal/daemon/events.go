@@ -10,10 +10,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/provisiond/provisiond/internal/logging"
+	"github.com/provisiond/provisiond/internal/status"
 )
 
 // Event is one of the device library's 13 provisioning events (docs/protocol.md §8).
-type Event string
+type Event = status.EventName
 
 // The events, named as in the device library.
 const (

@@ -38,6 +38,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	delay := d.reopenMin
 	for {
+		// Opening the modem runs several AT commands before the next beat: restoring its
+		// mode, reading its identity, writing the root CA with the modem offline.
+		d.beat(4 * d.deps.MaxStep)
 		m, err := d.openModem(ctx)
 		if err != nil {
 			return nil // only cancellation ends the wait
@@ -58,6 +61,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			// The port opens but the modem dies at once: don't spin.
 			d.logOutage("modem lost while starting up, waiting for it", err)
+			d.beat(delay + d.idleQuiet())
 			if !sleepCtx(ctx, delay) {
 				return nil
 			}
@@ -75,7 +79,10 @@ func (d *Daemon) logOutage(msg string, err error) {
 	}
 	d.outage = true
 	d.log.Warn(msg, zap.Error(err))
-	d.notifyText("waiting for the modem")
+	d.mu.Lock()
+	waiting := d.waitingForModem()
+	d.mu.Unlock()
+	d.notifyText("waiting for " + waiting)
 }
 
 // sleepCtx waits for dur or ctx; false when ctx ended.
@@ -153,6 +160,7 @@ func (d *Daemon) openModem(ctx context.Context) (Modem, error) {
 			return nil, ctx.Err()
 		}
 		d.logOutage("modem not available, waiting for it", err)
+		d.beat(delay + d.idleQuiet())
 		if !sleepCtx(ctx, delay) {
 			return nil, ctx.Err()
 		}
@@ -171,9 +179,14 @@ func (d *Daemon) closeModem(m Modem) {
 	}
 }
 
-// schedule runs attempts on m until ctx is cancelled or m is lost.
+// schedule runs attempts on m until ctx is cancelled or m is lost. While it waits it wakes
+// every beatEvery to tell the heartbeat that it is still responsive.
 func (d *Daemon) schedule(ctx context.Context, m Modem) {
+	beat := time.NewTicker(d.beatEvery)
+	defer beat.Stop()
+schedule:
 	for {
+		d.beat(d.idleQuiet())
 		state := StateIdle
 		if d.backoff > 0 {
 			state = StateBackoff
@@ -190,29 +203,36 @@ func (d *Daemon) schedule(ctx context.Context, m Modem) {
 		if d.next.IsZero() {
 			timer = nil
 		}
-		select {
-		case <-ctx.Done():
-			stop()
-			return
-		case <-m.Done():
-			stop()
-			d.logOutage("modem disconnected, waiting for it to come back", nil)
-			return
-		case <-d.resched:
-			stop()
-			switch cfg := d.config(); {
-			case !cfg.AutoStart:
-				d.manual()
-			case d.backoff == 0 || d.next.IsZero():
-				d.backoff = 0
-				d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
-				d.setNext(d.next)
-				d.emit(EventScheduledProvisioning, eventInfo{next: d.next, reason: "interval changed"})
+	wait:
+		for {
+			select {
+			case <-beat.C:
+				d.beat(d.idleQuiet())
+				continue wait
+			case <-ctx.Done():
+				stop()
+				return
+			case <-m.Done():
+				stop()
+				d.logOutage("modem disconnected, waiting for it to come back", nil)
+				return
+			case <-d.resched:
+				stop()
+				switch cfg := d.config(); {
+				case !cfg.AutoStart:
+					d.manual()
+				case d.backoff == 0 || d.next.IsZero():
+					d.backoff = 0
+					d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
+					d.setNext(d.next)
+					d.emit(EventScheduledProvisioning, eventInfo{next: d.next, reason: "interval changed"})
+				}
+				continue schedule
+			case <-d.trigger:
+				stop()
+			case <-timer:
 			}
-			continue
-		case <-d.trigger:
-			stop()
-		case <-timer:
+			break
 		}
 		o := d.attempt(ctx)
 		cfg := d.config() // an interval change made by the batch applies from now on

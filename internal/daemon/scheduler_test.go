@@ -323,13 +323,13 @@ func TestSetIntervalReschedules(t *testing.T) {
 	if r := s.next(); r.d != testConfig().Interval {
 		t.Errorf("timer after SetInterval(0) = %s, want the configured interval", r.d)
 	}
-	if err := h.d.Reconfigure(cfg); err != nil {
+	if err := h.d.Reconfigure(cfg, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r := s.next(); r.d != time.Hour {
 		t.Errorf("timer after Reconfigure = %s, want 1h", r.d)
 	}
-	if err := h.d.Reconfigure(Config{Uplink: "carrier-pigeon"}); !errors.Is(err, ErrInvalidConfig) {
+	if err := h.d.Reconfigure(Config{Uplink: "carrier-pigeon"}, nil); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("Reconfigure(bad) = %v", err)
 	}
 }

@@ -2,47 +2,34 @@ package daemon
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/status"
 )
 
 // Scheduler states reported by Status.
 const (
-	StateStarting        = "starting"
-	StateIdle            = "idle"
-	StateProvisioning    = "provisioning"
-	StateWaitingForModem = "waiting_for_modem"
-	StateBackoff         = "backoff"
+	StateStarting        = status.StateStarting
+	StateIdle            = status.StateIdle
+	StateProvisioning    = status.StateProvisioning
+	StateWaitingForModem = status.StateWaitingForModem
+	StateBackoff         = status.StateBackoff
 )
 
-// Status is a snapshot of the daemon for `provisiond status`.
-type Status struct {
-	State           string         `json:"state"`
-	LastAttempt     *AttemptStatus `json:"last_attempt,omitempty"`
-	NextAttempt     *time.Time     `json:"next_attempt,omitempty"`
-	DeviceUUID      string         `json:"device_uuid,omitempty"`
-	ModemVersion    string         `json:"modem_version,omitempty"`
-	Cursor          string         `json:"cursor"`
-	OutboxPending   int            `json:"outbox_pending"`
-	IntervalSeconds int64          `json:"interval_seconds"`
-	BackoffSeconds  int64          `json:"backoff_seconds,omitempty"`
-	Attempts        int            `json:"attempts"`
-	Events          []EventRecord  `json:"events"`
-}
+// Status is a snapshot of the daemon: the contract of package status.
+type Status = status.Daemon
 
 // AttemptStatus describes the last finished attempt.
-type AttemptStatus struct {
-	Number   int       `json:"number"`
-	Started  time.Time `json:"started"`
-	Finished time.Time `json:"finished"`
-	Event    Event     `json:"event"`
-	Reason   string    `json:"reason,omitempty"`
-	Executed int       `json:"executed"`
-	Failed   int       `json:"failed"`
-}
+type AttemptStatus = status.Attempt
 
 // statusState is the part of Status kept under Daemon.mu.
 type statusState struct {
 	state         string
+	progress      *status.Progress
+	failed        *status.FailedCommand // the first failed command of the running attempt
 	last          *AttemptStatus
 	next          time.Time
 	deviceUUID    string
@@ -60,6 +47,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Status{
+		Port:            d.cfg.Port,
 		State:           d.status.state,
 		DeviceUUID:      d.status.deviceUUID,
 		ModemVersion:    d.status.modemVersion,
@@ -68,10 +56,26 @@ func (d *Daemon) Status() Status {
 		IntervalSeconds: int64(interval),
 		BackoffSeconds:  int64(d.status.backoff / time.Second),
 		Attempts:        d.status.attempts,
-		Events:          d.status.events.list(),
+	}
+	for _, e := range d.status.events.list() {
+		s.Events = append(s.Events, status.Event(e))
+	}
+	if s.Events == nil {
+		s.Events = []status.Event{}
+	}
+	if s.State == StateWaitingForModem {
+		s.WaitingFor = d.waitingForModem()
+	}
+	if p := d.status.progress; p != nil {
+		pc := *p
+		s.Progress = &pc
 	}
 	if d.status.last != nil {
 		last := *d.status.last
+		if f := last.FailedCommand; f != nil {
+			fc := *f
+			last.FailedCommand = &fc
+		}
 		s.LastAttempt = &last
 	}
 	if !d.status.next.IsZero() {
@@ -79,6 +83,15 @@ func (d *Daemon) Status() Status {
 		s.NextAttempt = &next
 	}
 	return s
+}
+
+// waitingForModem says what the daemon waits for while the modem is missing. Called with
+// d.mu held.
+func (d *Daemon) waitingForModem() string {
+	if d.cfg.Port == "" {
+		return "the modem"
+	}
+	return "the modem on " + d.cfg.Port
 }
 
 // Interval returns the interval between scheduled attempts in seconds: the store's
@@ -101,6 +114,88 @@ func (d *Daemon) setCursorStatus(cursor string, ob *outbox) {
 	if ob != nil {
 		d.status.outboxPending = len(ob.Responses)
 	}
+}
+
+// step records what the running attempt does now, and tells the heartbeat that the step may
+// take up to Deps.MaxStep.
+func (d *Daemon) step(what string) {
+	d.beat(d.deps.MaxStep)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.status.progress
+	if p == nil || p.Attempt != d.status.attempts {
+		// The first step of an attempt.
+		p = &status.Progress{Attempt: d.status.attempts, Started: d.now()}
+		d.status.progress = p
+		d.status.failed = nil
+	}
+	p.Step = what
+	p.Command, p.Commands, p.CorrelationID = 0, 0, ""
+}
+
+// beginBatch records that a batch of n commands is about to run.
+func (d *Daemon) beginBatch(n int) {
+	d.step("executing commands")
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p := d.status.progress; p != nil {
+		p.Batch++
+		p.Commands = n
+	}
+}
+
+// commandProgress records that command i (1-based) of the batch starts.
+func (d *Daemon) commandProgress(i int, cmd proto.Command) {
+	d.beat(d.deps.MaxStep)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p := d.status.progress; p != nil {
+		p.Command, p.CorrelationID = i, cmd.ID
+	}
+}
+
+// endProgress ends the running attempt's progress; it returns the first failed command the
+// attempt reported, for its outcome.
+func (d *Daemon) endProgress() *status.FailedCommand {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.status.progress = nil
+	f := d.status.failed
+	d.status.failed = nil
+	return f
+}
+
+// noteFailedCommand keeps the first failed command of the attempt for Status and the log.
+func (d *Daemon) noteFailedCommand(cmds []proto.Command, r record) {
+	fc := &status.FailedCommand{CorrelationID: r.ID, Command: "command", Error: failureText(r)}
+	for _, c := range cmds {
+		if c.ID != r.ID {
+			continue
+		}
+		switch c.Kind {
+		case proto.KindAT:
+			fc.Command = "AT" + c.SetCommand
+		case proto.KindConfig:
+			fc.Command = "config"
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.status.failed == nil {
+		d.status.failed = fc
+	}
+}
+
+// failureText is a failed record as a person reads it: the modem's answer on one line, or
+// the CME error code.
+func failureText(r record) string {
+	if msg := strings.Join(strings.Fields(r.Msg), " "); msg != "" {
+		return truncate(msg, 200)
+	}
+	if r.CME != 0 {
+		return "+CME ERROR: " + strconv.FormatUint(r.CME, 10)
+	}
+	return "failed"
 }
 
 // notifyText is the one-line summary passed to Deps.Notify after an attempt; backoff is the

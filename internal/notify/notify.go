@@ -19,6 +19,11 @@ type Notifier struct {
 	// OnError receives failed watchdog pings (Watchdog runs in the background and has no
 	// caller to return them to); nil drops them.
 	OnError func(error)
+	// OnWithheld receives the reason each time Watchdog withholds a ping; nil drops it.
+	OnWithheld func(error)
+
+	// tick replaces the watchdog's ticker in tests.
+	tick func(time.Duration) (<-chan time.Time, func())
 }
 
 // Ready reports that start-up is complete (or, after Reloading, that the reload is done).
@@ -42,9 +47,12 @@ func (n *Notifier) Status(text string) error {
 }
 
 // Watchdog pings the service manager's watchdog at half the interval systemd asks for
-// (WATCHDOG_USEC, honouring WATCHDOG_PID) until ctx is done, then returns nil. Without a
-// watchdog it returns nil at once. Ping failures go to OnError and the loop keeps going.
-func (n *Notifier) Watchdog(ctx context.Context) error {
+// (WATCHDOG_USEC, honouring WATCHDOG_PID) until ctx is done, then returns nil, but only while
+// healthy returns nil: a ping says the daemon's work goes on, not that this goroutine runs.
+// While healthy reports a problem the ping is withheld and OnWithheld gets the problem, so
+// systemd restarts a daemon whose loops are wedged. Without a watchdog it returns nil at once.
+// Ping failures go to OnError and the loop keeps going.
+func (n *Notifier) Watchdog(ctx context.Context, healthy func() error) error {
 	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil {
 		return fmt.Errorf("notify: watchdog: %w", err)
@@ -52,18 +60,30 @@ func (n *Notifier) Watchdog(ctx context.Context) error {
 	if interval <= 0 {
 		return nil
 	}
-	tick := time.NewTicker(interval / 2)
-	defer tick.Stop()
+	tick, stop := n.ticker(interval / 2)
+	defer stop()
 	for {
-		if err := send(sd.SdNotifyWatchdog); err != nil && n.OnError != nil {
+		if err := healthy(); err != nil {
+			if n.OnWithheld != nil {
+				n.OnWithheld(err)
+			}
+		} else if err := send(sd.SdNotifyWatchdog); err != nil && n.OnError != nil {
 			n.OnError(err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-tick:
 		}
 	}
+}
+
+func (n *Notifier) ticker(d time.Duration) (<-chan time.Time, func()) {
+	if n.tick != nil {
+		return n.tick(d)
+	}
+	t := time.NewTicker(d)
+	return t.C, t.Stop
 }
 
 // WatchdogInterval is the watchdog period systemd expects for this process, 0 without one.
