@@ -548,6 +548,7 @@ func testConfig() Config {
 		MaxCommands:      p.MaxCommands,
 		RxBufSize:        p.RxBufSize,
 		TxBufSize:        p.TxBufSize,
+		RxBufMax:         p.RxBufMax,
 		Uplink:           p.Uplink,
 		JWTSecTag:        def.Modem.JWTSecTag,
 		JWTValidTime:     def.Modem.JWTValidTime,
