@@ -271,7 +271,7 @@ func (r *runner) notify(f func() error) {
 // as it was. The viper instance is private to config.Load, so nothing races with it.
 func (r *runner) reload() error {
 	refuse := func(err error) error {
-		r.log.Error("config reload refused; the running config stays", zap.String("config", r.opts.configPath), zap.Error(err))
+		r.log.Error("config reload refused; the running config stays", daemon.MsgID(daemon.MsgConfigReloadRefused), zap.String("config", r.opts.configPath), zap.Error(err))
 		return err
 	}
 	cfg, err := config.Load(r.opts.configPath, r.opts.explicit)
@@ -321,6 +321,7 @@ func restartKeys(old, cur *config.Config) []string {
 	add(om.FlowControl != cm.FlowControl, "modem.flow_control")
 	add(om.LineEnding != cm.LineEnding, "modem.line_ending")
 	add(om.CommandTimeout != cm.CommandTimeout, "modem.command_timeout")
+	add(om.LongCommandTimeout != cm.LongCommandTimeout, "modem.long_command_timeout")
 	add(om.TraceAT != cm.TraceAT, "modem.trace_at")
 	add(old.Store.Path != cur.Store.Path, "store.path")
 	add(old.Control.Socket != cur.Control.Socket, "control.socket")

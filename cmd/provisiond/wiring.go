@@ -41,6 +41,7 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 		OnFinishedExec:   p.OnFinishedExec,
 		HooksDir:         p.HooksDir,
 		StorePrefix:      cfg.Store.Prefix,
+		RestoreTimeout:   cfg.Modem.RestoreTimeout,
 	}
 }
 
@@ -69,6 +70,7 @@ func modemOpener(mc config.ModemConfig, log *zap.Logger) func(ctx context.Contex
 		return atmodem.New(rw, atmodem.Config{
 			LineEnding:     mc.LineEnding,
 			CommandTimeout: mc.CommandTimeout,
+			LongTimeout:    mc.LongCommandTimeout,
 		}), nil
 	}
 }

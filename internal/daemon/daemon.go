@@ -84,6 +84,10 @@ type Config struct {
 	HookTimeout                          time.Duration
 	// StorePrefix is the settings subtree of the protocol's keys (default "provisioning").
 	StorePrefix string
+	// RestoreTimeout bounds putting the modem back after a batch (mode, CMEE, a root CA being
+	// written), also when the attempt was cancelled (default 65s): it must leave room for the
+	// modem client's limit for slow commands such as +CFUN writes.
+	RestoreTimeout time.Duration
 }
 
 // Defaults for the zero values of Config.
@@ -97,6 +101,7 @@ const (
 	DefaultInitialBackoff = 60 * time.Second
 	DefaultHookTimeout    = 10 * time.Second
 	DefaultStorePrefix    = "provisioning"
+	DefaultRestoreTimeout = 65 * time.Second
 	// MaxBackoff caps the doubling backoff (protocol.md §4.7).
 	MaxBackoff = 24 * time.Hour
 )
@@ -137,6 +142,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.HookTimeout = cmp.Or(c.HookTimeout, DefaultHookTimeout)
 	c.OnFinished = cmp.Or(c.OnFinished, OnFinishedNone)
 	c.StorePrefix = cmp.Or(c.StorePrefix, DefaultStorePrefix)
+	c.RestoreTimeout = cmp.Or(c.RestoreTimeout, DefaultRestoreTimeout)
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	switch c.Transport {
@@ -166,7 +172,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.JWTValidTime < time.Second {
 		bad("jwt valid time %s is shorter than a second", c.JWTValidTime)
 	}
-	if c.Interval < 0 || c.Spread < 0 || c.InitialBackoff < 0 || c.HookTimeout < 0 {
+	if c.Interval < 0 || c.Spread < 0 || c.InitialBackoff < 0 || c.HookTimeout < 0 || c.RestoreTimeout < 0 {
 		bad("durations must not be negative")
 	}
 	switch c.OnFinished {

@@ -203,7 +203,7 @@ func (d *Daemon) deliver(ctx context.Context, cfg Config, sess Session, ob *outb
 			zap.String("correlation_id", ob.Cursor), zap.Error(err))
 		return fmt.Errorf("daemon: upload: %w", err)
 	}
-	d.log.Info("results uploaded", zap.Int("responses", len(ob.Responses)), zap.String("correlation_id", ob.Cursor))
+	d.log.Info("results uploaded", MsgID(msgResultsUploaded), zap.Int("responses", len(ob.Responses)), zap.String("correlation_id", ob.Cursor))
 	d.finishOutbox(cfg, ob)
 	return nil
 }
@@ -303,7 +303,7 @@ func (d *Daemon) onFinished(ctx context.Context, cfg Config, n int) {
 // restartModem goes through +CFUN=0 (a graceful shutdown for the modem's reset-loop guard,
 // modem.md §1.8) and back to the mode it had, so that new credentials are loaded.
 func (d *Daemon) restartModem(ctx context.Context, m Modem) error {
-	rctx, cancel := detached(ctx, 2*restoreTimeout)
+	rctx, cancel := detached(ctx, 2*d.config().RestoreTimeout)
 	defer cancel()
 	mode, err := m.FunctionalMode(rctx)
 	if err != nil {
