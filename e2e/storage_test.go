@@ -281,7 +281,7 @@ func TestStorageCorrupt(t *testing.T) {
 			}
 			var aside string
 			for _, e := range p.Entries() {
-				if e.Level == "error" && strings.Contains(e.Msg, "corrupt") {
+				if e.Level == "error" && e.Str("moved_to") != "" {
 					aside = e.Str("moved_to")
 				}
 			}
