@@ -98,22 +98,25 @@ type cpReference struct {
 
 // TestCrashPoints: SIGKILL at every step of an attempt, restart, check the invariants. Every
 // point runs for HTTP; for CoAP (the same engine, so the same modem and store steps) the
-// network points and the job's own commands run. With -short, HTTP runs those too and only
-// every cpShortStride-th store point, so that every kind of point still runs.
+// network points and the job's own commands run. With -short, HTTP runs those and every
+// cpShortStride-th store point, so that every kind of point still runs, and CoAP the
+// network points only.
 func TestCrashPoints(t *testing.T) {
 	t.Parallel()
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			ref := cpRunReference(t, tr)
-			stride := 0 // no store points
-			if tr == testbed.TransportHTTP {
+			stride, jobLines := 0, true // no store points
+			switch {
+			case tr == testbed.TransportHTTP && testing.Short():
+				stride = cpShortStride
+			case tr == testbed.TransportHTTP:
 				stride = 1
-				if testing.Short() {
-					stride = cpShortStride
-				}
+			case testing.Short():
+				jobLines = false
 			}
-			points := cpPoints(ref, stride)
+			points := cpPoints(ref, stride, jobLines)
 			t.Logf("%s: %d command lines, %d store writes (%d begun), %d uploads in the reference run: %d kill points",
 				tr, len(ref.lines), ref.writes, ref.temps, ref.uploads, len(points))
 			for _, pt := range points {
@@ -128,17 +131,16 @@ func TestCrashPoints(t *testing.T) {
 
 // cpShortStride thins the store points with -short. It is odd, so that the kills still land
 // on both of the writes each AT command makes (its journal entry, then its response).
-const cpShortStride = 3
+const cpShortStride = 5
 
-// cpPoints lists the kill points of a reference run: the network ones and the job's own
-// commands, held before and after, always; with stride 1 every command line and every store
-// write too; with a larger stride the job's commands only and every stride-th store write;
-// with 0 no store points.
-func cpPoints(ref cpReference, stride int) []cpPoint {
+// cpPoints lists the kill points of a reference run: the network ones always; with stride 1
+// every command line (held before and after) and every store write; otherwise the job's own
+// commands if jobLines, and every stride-th store write (none with stride 0).
+func cpPoints(ref cpReference, stride int, jobLines bool) []cpPoint {
 	all := stride == 1
 	var pts []cpPoint
 	for i, l := range ref.lines {
-		if !all && !ref.job[i] {
+		if !all && (!jobLines || !ref.job[i]) {
 			continue
 		}
 		pts = append(pts,

@@ -260,8 +260,8 @@ func TestFaultModemNoise(t *testing.T) {
 			m.SplitWrites(7)
 		}},
 	}
-	for _, tt := range tests {
-		for _, tr := range transports {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)
@@ -295,8 +295,8 @@ func TestFaultCMEErrors(t *testing.T) {
 		{name: "ignored among others", ignore: []uint64{50, 513, 518}, wantOK: true, wantMsg: "+CME ERROR: 513\r\n"},
 		{name: "not ignored", ignore: []uint64{514}, wantMsg: "+CME ERROR: 513\r\n"},
 	}
-	for _, tt := range tests {
-		for _, tr := range transports {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)
