@@ -54,7 +54,7 @@ func largeCertCommand(t *testing.T) (cmd, pem string) {
 
 // retryLogged counts the daemon's log entries about a fetch retried with a larger size.
 func retryLogged(p *testbed.Process) int {
-	return countMsg(p, "retrying at once with the size the service names")
+	return countID(p, "fetch-retried")
 }
 
 // checkLargeCertWritten checks the credential reached the modem byte for byte, once, in one

@@ -129,8 +129,8 @@ func TestClockServiceJump(t *testing.T) {
 		{name: "ahead before the upload", jump: cpClockJump, midAttempt: true},
 		{name: "behind before the upload", jump: -cpClockJump, midAttempt: true},
 	}
-	for _, tr := range transports {
-		for _, tt := range tests {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)

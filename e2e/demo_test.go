@@ -2,21 +2,20 @@ package e2e
 
 import (
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 )
 
 // TestDemo runs the demo program (`make demo`) against the binary under test, on both
 // transports: it must succeed, and it checks its own summary (it exits non-zero on any miss).
+// -short skips it: it needs a second binary built, and the demo's run is the realistic job,
+// which TestRealisticJob covers.
 func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the demo program is not built")
+	}
 	t.Parallel()
 	ctx := testCtx(t)
-	demo := filepath.Join(t.TempDir(), "provisiond-demo")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", demo,
-		"github.com/provisiond/provisiond/cmd/provisiond-demo").CombinedOutput(); err != nil {
-		t.Fatalf("building the demo: %v\n%s", err, out)
-	}
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()

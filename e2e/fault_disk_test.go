@@ -115,8 +115,8 @@ func TestFaultStateFolder(t *testing.T) {
 		{name: "full from the start", full: true, wantText: "no space left on device"},
 		{name: "full after the first upload", full: true, midJob: true, wantText: "no space left on device"},
 	}
-	for _, tt := range tests {
-		for _, tr := range transports {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)

@@ -31,15 +31,15 @@ func TestFaultModemUnplug(t *testing.T) {
 			// run waits, says so once, and carries on when the modem is back.
 			d := daemon(t, ctx, b)
 			at := 0
-			waitMsg(t, ctx, d, &at, "modem not available, waiting for it")
+			waitID(t, ctx, d, &at, "modem-missing")
 			time.Sleep(1500 * time.Millisecond) // several reopen attempts
-			if n := countMsg(d, "modem not available"); n != 1 {
+			if n := countID(d, "modem-missing"); n != 1 {
 				t.Errorf("the missing modem was logged %d times, want once", n)
 			}
 			if err := b.Replug(); err != nil {
 				t.Fatal(err)
 			}
-			waitMsg(t, ctx, d, &at, "modem is back")
+			waitID(t, ctx, d, &at, "modem-back")
 			waitEvent(t, ctx, d, &at, "DONE")
 			stop(t, ctx, d)
 		}},
@@ -47,8 +47,8 @@ func TestFaultModemUnplug(t *testing.T) {
 			b.Modem().UnplugDuring("AT%KEYGEN")
 			d := daemon(t, ctx, b)
 			at := 0
-			waitMsg(t, ctx, d, &at, "modem lost during a batch")
-			waitMsg(t, ctx, d, &at, "modem disconnected, waiting for it to come back")
+			waitID(t, ctx, d, &at, "modem-lost-in-batch")
+			waitID(t, ctx, d, &at, "modem-disconnected")
 			alive(t, d)
 			if got := b.Modem().FunctionalMode(); got != 4 {
 				t.Errorf("mode while unplugged: %d, want 4 (offline for the batch)", got)
@@ -56,7 +56,7 @@ func TestFaultModemUnplug(t *testing.T) {
 			if err := b.Replug(); err != nil {
 				t.Fatal(err)
 			}
-			waitMsg(t, ctx, d, &at, "restoring the functional mode saved before a stop or crash")
+			waitID(t, ctx, d, &at, "saved-mode-restore")
 			waitEvent(t, ctx, d, &at, "NEED_LTE_ACTIVATED")
 			if got := b.Modem().FunctionalMode(); got != 1 {
 				t.Errorf("mode after the replug: %d, want 1", got)
@@ -75,8 +75,8 @@ func TestFaultModemUnplug(t *testing.T) {
 				t.Fatal(err)
 			}
 			at := 0
-			waitMsg(t, ctx, d, &at, "results uploaded")
-			waitMsg(t, ctx, d, &at, "waiting for it")
+			waitID(t, ctx, d, &at, "results-uploaded")
+			waitID(t, ctx, d, &at, "modem-disconnected", "modem-missing", "modem-lost-at-open")
 			if err := b.Replug(); err != nil {
 				t.Fatal(err)
 			}
@@ -90,12 +90,12 @@ func TestFaultModemUnplug(t *testing.T) {
 			if err := b.PTY().Unplug(); err != nil {
 				t.Fatal(err)
 			}
-			waitMsg(t, ctx, d, &at, "modem disconnected, waiting for it to come back")
+			waitID(t, ctx, d, &at, "modem-disconnected")
 			queue(t, b, testbed.AT("%CMNG=0,77,3,\"0123456789abcdef\""), testbed.Finished())
 			if err := b.Replug(); err != nil {
 				t.Fatal(err)
 			}
-			waitMsg(t, ctx, d, &at, "modem is back")
+			waitID(t, ctx, d, &at, "modem-back")
 			if out := ctl(t, b, "now"); out == "" {
 				t.Error("now: no output")
 			}
@@ -132,7 +132,10 @@ func checkReported(t *testing.T, b *testbed.Bed, set string, want proto.Response
 // its answers come late, after the daemon gave up on them.
 func TestFaultModemStall(t *testing.T) {
 	t.Parallel()
-	fast := testbed.Options{Settings: map[string]any{"modem.command_timeout": "1s"}}
+	// Short limits, so that a silent modem costs seconds: the slow commands (+CFUN) and the
+	// restore after a batch would otherwise wait out their defaults (60 s and 65 s).
+	fast := testbed.Options{Settings: map[string]any{"modem.command_timeout": "1s",
+		"modem.long_command_timeout": "3s", "modem.restore_timeout": "4s"}}
 	// A modem that takes its time, so that a test sees a command arrive before it is answered.
 	slow := fast
 	slow.Modem.Latency = 50 * time.Millisecond
@@ -165,7 +168,7 @@ func TestFaultModemStall(t *testing.T) {
 			waitCommand(t, ctx, b, "AT%KEYGEN")
 			b.Modem().Stall() // the restore after the batch stalls
 			at := 0
-			waitMsg(t, ctx, d, &at, "could not restore CMEE")
+			waitID(t, ctx, d, &at, "cmee-restore-failed")
 			b.Modem().Resume() // the +CFUN restore, already sent, is answered late
 			waitEvent(t, ctx, d, &at, "STOP")
 			alive(t, d)
@@ -176,9 +179,9 @@ func TestFaultModemStall(t *testing.T) {
 			waitCommand(t, ctx, b, "AT%KEYGEN")
 			b.Modem().Stall()
 			at := 0
-			// The +CFUN restore times out (the modem's own limit for +CFUN is a minute): the
-			// saved mode must survive for the next start.
-			waitMsg(t, ctx, d, &at, "could not restore the modem's functional mode")
+			// The +CFUN restore times out (modem.long_command_timeout): the saved mode must
+			// survive for the next start.
+			waitID(t, ctx, d, &at, "mode-restore-failed")
 			waitEvent(t, ctx, d, &at, "STOP")
 			alive(t, d)
 			stop(t, ctx, d)
@@ -189,7 +192,7 @@ func TestFaultModemStall(t *testing.T) {
 			b.Modem().Stall()
 			p := start(t, ctx, b, "run", "--once")
 			at := 0
-			waitMsg(t, ctx, p, &at, "root CA provisioning failed") // two commands timed out
+			waitID(t, ctx, p, &at, "root-ca-failed") // two commands timed out
 			if err := p.Kill(); err != nil {
 				t.Fatal(err)
 			}
@@ -257,8 +260,8 @@ func TestFaultModemNoise(t *testing.T) {
 			m.SplitWrites(7)
 		}},
 	}
-	for _, tt := range tests {
-		for _, tr := range transports {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)
@@ -292,8 +295,8 @@ func TestFaultCMEErrors(t *testing.T) {
 		{name: "ignored among others", ignore: []uint64{50, 513, 518}, wantOK: true, wantMsg: "+CME ERROR: 513\r\n"},
 		{name: "not ignored", ignore: []uint64{514}, wantMsg: "+CME ERROR: 513\r\n"},
 	}
-	for _, tt := range tests {
-		for _, tr := range transports {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)

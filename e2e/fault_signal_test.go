@@ -70,7 +70,7 @@ func TestFaultSignals(t *testing.T) {
 			if err := d.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
 			}
-			e := waitMsg(t, ctx, d, &at, "config reload refused")
+			e := waitID(t, ctx, d, &at, "config-reload-refused")
 			if e.Level != "error" {
 				t.Errorf("refused reload logged at %q, want error", e.Level)
 			}

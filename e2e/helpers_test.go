@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,23 +159,23 @@ func waitEvent(t *testing.T, ctx context.Context, p *testbed.Process, at *int, e
 	return e
 }
 
-// waitMsg waits for a log entry whose message contains msg at or after *at and moves *at
-// past it.
-func waitMsg(t *testing.T, ctx context.Context, p *testbed.Process, at *int, msg string) testbed.LogEntry {
+// waitID waits for a log entry whose msg_id is one of ids at or after *at and moves *at past
+// it. The daemon's messages are prose and may be reworded; msg_id is fixed.
+func waitID(t *testing.T, ctx context.Context, p *testbed.Process, at *int, ids ...string) testbed.LogEntry {
 	t.Helper()
-	e, next, err := p.WaitLog(ctx, *at, func(e testbed.LogEntry) bool { return strings.Contains(e.Msg, msg) })
+	e, next, err := p.WaitLog(ctx, *at, func(e testbed.LogEntry) bool { return slices.Contains(ids, e.MsgID()) })
 	if err != nil {
-		t.Fatalf("waiting for log %q: %v", msg, err)
+		t.Fatalf("waiting for a log entry with msg_id %s: %v", strings.Join(ids, " or "), err)
 	}
 	*at = next
 	return e
 }
 
-// countMsg counts the log entries whose message contains msg.
-func countMsg(p *testbed.Process, msg string) int {
+// countID counts the log entries whose msg_id is id.
+func countID(p *testbed.Process, id string) int {
 	n := 0
 	for _, e := range p.Entries() {
-		if strings.Contains(e.Msg, msg) {
+		if e.MsgID() == id {
 			n++
 		}
 	}

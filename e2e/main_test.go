@@ -20,8 +20,13 @@ import (
 // provisiond is the binary under test, built once by TestMain (or given by E2E_PROVISIOND).
 var provisiond string
 
-// TestMain builds ./cmd/provisiond once into a temporary folder. E2E_PROVISIOND=/path/to/bin
-// tests an already built binary instead (e.g. bin/provisiond from `make build`).
+// demo is the demo program (cmd/provisiond-demo) built by TestMain; "" with -short, which
+// skips TestDemo.
+var demo string
+
+// TestMain builds ./cmd/provisiond once into a temporary folder, and without -short the demo
+// too. E2E_PROVISIOND=/path/to/bin tests an already built binary instead (e.g. bin/provisiond
+// from `make build`). The builds are not part of any test's time limit.
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -39,6 +44,14 @@ func runMain(m *testing.M) int {
 		// report on stderr, which every test checks.
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
+	dir, err := os.MkdirTemp("", "provisiond-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	if bin := os.Getenv("E2E_PROVISIOND"); bin != "" {
 		abs, err := filepath.Abs(bin)
 		if err != nil {
@@ -46,29 +59,37 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 		provisiond = abs
-		return m.Run()
+	} else {
+		provisiond = filepath.Join(dir, "provisiond")
+		var flags []string
+		if raceEnabled {
+			// The daemon's own goroutines get the race detector too.
+			flags = append(flags, "-race")
+		}
+		if err := build(ctx, provisiond, "github.com/provisiond/provisiond/cmd/provisiond", flags...); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
 	}
-	dir, err := os.MkdirTemp("", "provisiond-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	provisiond = filepath.Join(dir, "provisiond")
-	args := []string{"build", "-o", provisiond}
-	if raceEnabled {
-		// The daemon's own goroutines get the race detector too.
-		args = append(args, "-race")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", append(args, "github.com/provisiond/provisiond/cmd/provisiond")...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building provisiond:", err)
-		return 1
+	if !testing.Short() {
+		demo = filepath.Join(dir, "provisiond-demo")
+		if err := build(ctx, demo, "github.com/provisiond/provisiond/cmd/provisiond-demo"); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
 	}
 	return m.Run()
+}
+
+// build runs go build for pkg into out.
+func build(ctx context.Context, out, pkg string, flags ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building %s: %w", pkg, err)
+	}
+	return nil
 }
 
 // flagSet reports whether the flag name was given on the command line.

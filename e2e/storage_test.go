@@ -52,8 +52,8 @@ func TestStorageFaultMidBatch(t *testing.T) {
 		{name: "read-only during KEYGEN", strike: "AT%KEYGEN"},
 		{name: "full during KEYGEN", full: true, strike: "AT%KEYGEN"},
 	}
-	for _, tr := range transports {
-		for _, tt := range tests {
+	for i, tt := range tests {
+		for _, tr := range rowTransports(i) {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)
@@ -281,7 +281,7 @@ func TestStorageCorrupt(t *testing.T) {
 			}
 			var aside string
 			for _, e := range p.Entries() {
-				if e.Level == "error" && strings.Contains(e.Msg, "corrupt") {
+				if e.Level == "error" && e.Str("moved_to") != "" {
 					aside = e.Str("moved_to")
 				}
 			}

@@ -111,8 +111,6 @@ func run(ctx context.Context, bin string, n int, transport string, latency time.
 		defer d.pty.Close()
 		devs[i] = d
 	}
-	// simmodem leaves the pty masters inheritable; keep them out of the daemons.
-	benchkit.CloseOnExecAll()
 	fmt.Printf("# scale: %d daemons (`run --once`), %d simulated modems on ptys, one simulated service\n\n", n, n)
 	fmt.Printf("machine: %s\ntransport: %s; modem latency per command: %s; job: realistic (client certificate by %%KEYGEN, interval, FINISHED)\n\n",
 		benchkit.Machine(), transport, latency)

@@ -287,7 +287,7 @@ func (r *runner) notify(f func() error) {
 // as it was. The viper instance is private to config.Load, so nothing races with it.
 func (r *runner) reload() error {
 	refuse := func(err error) error {
-		r.log.Error("config reload refused; the running config stays", zap.String("config", r.opts.configPath), zap.Error(err))
+		r.log.Error("config reload refused; the running config stays", daemon.MsgID(daemon.MsgConfigReloadRefused), zap.String("config", r.opts.configPath), zap.Error(err))
 		return err
 	}
 	cfg, err := config.Load(r.opts.configPath, r.opts.explicit)

@@ -46,6 +46,7 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 		HooksDir:          p.HooksDir,
 		AllowHashCommands: p.AllowHashCommands,
 		StorePrefix:       cfg.Store.Prefix,
+		RestoreTimeout:    cfg.Modem.RestoreTimeout,
 		Port:              cfg.Modem.Port,
 	}
 }
@@ -54,8 +55,8 @@ func daemonConfig(cfg *config.Config) daemon.Config {
 // (the long timeout or the configured one; a batch's first command comes after setting the
 // modem offline) with the daemon's grace, or a request to the service.
 func maxStep(cfg *config.Config) time.Duration {
-	at := 2*max(cfg.Modem.CommandTimeout, atmodem.DefaultLongTimeout) + 30*time.Second
-	return max(at, cfg.HTTP.Timeout, cfg.CoAP.Timeout) + time.Minute
+	at := 2*max(cfg.Modem.CommandTimeout, cfg.Modem.LongCommandTimeout) + 30*time.Second
+	return max(at, cfg.Modem.RestoreTimeout, cfg.HTTP.Timeout, cfg.CoAP.Timeout) + time.Minute
 }
 
 // health is what the systemd watchdog watches: the scheduler, the AT loop of the open
@@ -118,6 +119,7 @@ func modemOpener(mc config.ModemConfig, log *zap.Logger, beat *liveness.Part) fu
 			LineEnding:     mc.LineEnding,
 			CommandTimeout: mc.CommandTimeout,
 			Heartbeat:      atHeartbeat(beat),
+			LongTimeout:    mc.LongCommandTimeout,
 		}), nil
 	}
 }

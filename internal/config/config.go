@@ -84,6 +84,10 @@ type ModemConfig struct {
 	JWTSecTag        int
 	JWTValidTime     time.Duration // whole seconds
 	TraceAT          bool
+
+	// LongCommandTimeout bounds the slow commands; RestoreTimeout bounds putting the modem
+	// back after a batch and must leave room for one of them.
+	LongCommandTimeout, RestoreTimeout time.Duration
 }
 
 // ProvisioningConfig is the "provisioning" section: transport, schedule and what to do when done.
@@ -271,6 +275,10 @@ func load(file string, data []byte) (*Config, error) {
 func crossCheck(c *Config, verr *ValidationError) {
 	if c.Provisioning.OnFinished == OnFinishedExec && c.Provisioning.OnFinishedExec == "" {
 		verr.add("provisioning.on_finished_exec", "must be set when provisioning.on_finished is %q", OnFinishedExec)
+	}
+	if m := c.Modem; m.RestoreTimeout <= m.LongCommandTimeout {
+		verr.add("modem.restore_timeout", "must be longer than modem.long_command_timeout (%s), got %s",
+			formatDuration(m.LongCommandTimeout), formatDuration(m.RestoreTimeout))
 	}
 }
 

@@ -24,7 +24,8 @@ func TestDefaults(t *testing.T) {
 	want := &Config{
 		Modem: ModemConfig{Port: "", Baud: 115200, FlowControl: "rtscts", LineEnding: "crlf",
 			CommandTimeout: 10 * time.Second, SetClockFromHost: true, ProvisionRootCA: true,
-			RootCASecTag: 189298, JWTSecTag: 0, JWTValidTime: 300 * time.Second, TraceAT: false},
+			RootCASecTag: 189298, JWTSecTag: 0, JWTValidTime: 300 * time.Second, TraceAT: false,
+			LongCommandTimeout: 60 * time.Second, RestoreTimeout: 65 * time.Second},
 		Provisioning: ProvisioningConfig{Transport: "http", AutoStart: true, Interval: 24 * time.Hour,
 			Spread: 0, InitialBackoff: 60 * time.Second, RxBufSize: 8192, TxBufSize: 49152, RxBufMax: 65536, MaxCommands: 10,
 			Uplink: "host", OnFinished: "none", OnFinishedExec: "", HooksDir: "/etc/provisiond/hooks.d"},
@@ -45,7 +46,8 @@ func allChanged() *Config {
 	return &Config{
 		Modem: ModemConfig{Port: "/dev/serial/by-id/usb-SEGGER_J-Link_001050000000-if02", Baud: 1000000,
 			FlowControl: "none", LineEnding: "cr", CommandTimeout: 90 * time.Second, SetClockFromHost: false,
-			ProvisionRootCA: false, RootCASecTag: 42, JWTSecTag: 16842753, JWTValidTime: 360 * time.Second, TraceAT: true},
+			ProvisionRootCA: false, RootCASecTag: 42, JWTSecTag: 16842753, JWTValidTime: 360 * time.Second, TraceAT: true,
+			LongCommandTimeout: 2 * time.Minute, RestoreTimeout: 150 * time.Second},
 		Provisioning: ProvisioningConfig{Transport: "coap", AutoStart: false, Interval: 90 * time.Minute,
 			Spread: 3 * time.Second, InitialBackoff: 1500 * time.Millisecond, RxBufSize: 4096, TxBufSize: 4096, RxBufMax: 16384,
 			MaxCommands: 20, AllowHashCommands: true, Uplink: "modem", OnFinished: "exec", OnFinishedExec: "/usr/local/bin/on \"done\"",
@@ -227,6 +229,11 @@ func TestLoad(t *testing.T) {
 			check: func(t *testing.T, c *Config) { eq(t, c, Default()) }},
 		{name: "exec with program", yaml: "provisioning:\n  on_finished: exec\n  on_finished_exec: /usr/bin/true\n",
 			check: func(t *testing.T, c *Config) { eq(t, c.Provisioning.OnFinished, "exec") }},
+		{name: "short modem timeouts", yaml: "modem:\n  long_command_timeout: 2s\n  restore_timeout: 3s\n",
+			check: func(t *testing.T, c *Config) {
+				eq(t, c.Modem.LongCommandTimeout, 2*time.Second)
+				eq(t, c.Modem.RestoreTimeout, 3*time.Second)
+			}},
 		{name: "edges of ranges", yaml: "modem:\n  jwt_valid_time: 0s\n  baud: 4000000\nprovisioning:\n  max_commands: 5\nhttp:\n  port: 65535\n",
 			check: func(t *testing.T, c *Config) { eq(t, c.Provisioning.MaxCommands, 5); eq(t, c.HTTP.Port, 65535) }},
 
@@ -288,6 +295,8 @@ func TestLoad(t *testing.T) {
 				{"store.prefix", "must be a settings path"},
 				{"control.socket", "must be at most 107 bytes"},
 			}},
+		{name: "restore no longer than a long command", yaml: "modem:\n  long_command_timeout: 90s\n",
+			want: []wantProblem{{"modem.restore_timeout", "must be longer than modem.long_command_timeout (90s), got 65s"}}},
 		{name: "exec without program", yaml: "provisioning:\n  on_finished: exec\n",
 			want: []wantProblem{{"provisioning.on_finished_exec", "must be set when provisioning.on_finished is \"exec\""}}},
 		{name: "bad env value names the variable", env: map[string]string{"PROVISIOND_MODEM_BAUD": "fast"},

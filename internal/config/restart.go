@@ -6,7 +6,7 @@ package config
 func startOnlyKeys() map[string]bool {
 	return map[string]bool{
 		"modem.port": true, "modem.baud": true, "modem.flow_control": true, "modem.line_ending": true,
-		"modem.command_timeout": true, "modem.trace_at": true,
+		"modem.command_timeout": true, "modem.long_command_timeout": true, "modem.trace_at": true,
 		"store.path": true, "control.socket": true, "log.format": true,
 	}
 }

@@ -145,7 +145,7 @@ func (d *Daemon) executeBatch(ctx context.Context, cfg Config, n int, cmds []pro
 		}
 	}
 	if res.stopped != nil && isModemLost(res.stopped) {
-		d.log.Warn("modem lost during a batch", zap.Error(res.stopped))
+		d.log.Warn("modem lost during a batch", MsgID(msgModemLostInBatch), zap.Error(res.stopped))
 	}
 	res.failure = b.failure
 	res.uplink = b.finish()
@@ -233,10 +233,10 @@ func (b *batch) prepare() error {
 // a detached, bounded context) and, with Uplink "modem", waits for LTE registration.
 func (b *batch) finish() error {
 	if b.savedCMEE >= 0 && !modemGone(b.m) {
-		rctx, cancel := detached(b.ctx, restoreTimeout)
+		rctx, cancel := detached(b.ctx, b.cfg.RestoreTimeout)
 		if err := b.m.SetCMEE(rctx, b.savedCMEE); err != nil {
 			// The saved value stays in the store and is restored when the modem is back.
-			b.d.log.Warn("could not restore CMEE", zap.Int("cmee", b.savedCMEE), zap.Error(err))
+			b.d.log.Warn("could not restore CMEE", MsgID(msgCMEERestoreFailed), zap.Int("cmee", b.savedCMEE), zap.Error(err))
 		} else {
 			b.savedCMEE = -1
 			b.cmeeRestored = true
@@ -253,7 +253,7 @@ func (b *batch) finish() error {
 		var unsubscribe func()
 		urcs, unsubscribe = s.Subscribe("+CEREG")
 		defer unsubscribe()
-		rctx, cancel := detached(b.ctx, restoreTimeout)
+		rctx, cancel := detached(b.ctx, b.cfg.RestoreTimeout)
 		if _, err := b.m.Command(rctx, "AT+CEREG=1"); err != nil {
 			b.d.log.Warn("could not turn on registration reports", zap.Error(err))
 		}

@@ -96,6 +96,10 @@ type Config struct {
 	StorePrefix string
 	// Port names the modem's serial device in status and messages; OpenModem opens it.
 	Port string
+	// RestoreTimeout bounds putting the modem back after a batch (mode, CMEE, a root CA being
+	// written), also when the attempt was cancelled: it must leave room for the modem
+	// client's limit for slow commands such as +CFUN writes.
+	RestoreTimeout time.Duration
 }
 
 // DefaultHookTimeout bounds each hook when Config.HookTimeout is zero.
@@ -159,8 +163,8 @@ func (c Config) validate() (Config, error) {
 	if c.JWTValidTime < 0 || c.JWTValidTime > conf.MaxJWTValidTime || c.JWTValidTime%time.Second != 0 {
 		bad("jwt valid time %s is not whole seconds in 0s..%s", c.JWTValidTime, conf.MaxJWTValidTime)
 	}
-	if c.Interval <= 0 || c.InitialBackoff <= 0 {
-		bad("interval %s and initial backoff %s must be positive", c.Interval, c.InitialBackoff)
+	if c.Interval <= 0 || c.InitialBackoff <= 0 || c.RestoreTimeout <= 0 {
+		bad("interval %s, initial backoff %s and restore timeout %s must be positive", c.Interval, c.InitialBackoff, c.RestoreTimeout)
 	}
 	if c.Spread < 0 || c.HookTimeout < 0 {
 		bad("durations must not be negative")

@@ -200,7 +200,7 @@ func (d *Daemon) fetch(ctx context.Context, cfg Config, sess Session, n int, req
 		return nil, fmt.Errorf("daemon: fetch: the next command needs a %d-byte receive buffer: %w %d: raise it: %w",
 			small.Need, ErrRxBufMax, cfg.RxBufMax, err)
 	}
-	d.log.Info("fetch refused as too large; retrying at once with the size the service names",
+	d.log.Info("fetch refused as too large; retrying at once with the size the service names", MsgID(msgFetchRetried),
 		zap.Int("attempt", n), zap.Int("rx_max_size", small.RxMaxSize), zap.Int("needed", small.Need),
 		zap.Int("rx_buf_max", cfg.RxBufMax))
 	req.RxMaxSize = small.Need
@@ -256,7 +256,7 @@ func (d *Daemon) deliver(ctx context.Context, cfg Config, sess Session, ob *outb
 			zap.String("correlation_id", ob.Cursor), zap.Error(err))
 		return fmt.Errorf("daemon: upload: %w", err)
 	}
-	d.log.Info("results uploaded", zap.Int("responses", len(ob.Responses)), zap.String("correlation_id", ob.Cursor))
+	d.log.Info("results uploaded", MsgID(msgResultsUploaded), zap.Int("responses", len(ob.Responses)), zap.String("correlation_id", ob.Cursor))
 	d.finishOutbox(cfg, ob)
 	return nil
 }
@@ -380,7 +380,7 @@ func (d *Daemon) onFinished(ctx context.Context, cfg Config, n int) {
 // restartModem goes through +CFUN=0 (a graceful shutdown for the modem's reset-loop guard,
 // docs/modem.md §1.8) and back to the mode it had, so that new credentials are loaded.
 func (d *Daemon) restartModem(ctx context.Context, m Modem) error {
-	rctx, cancel := detached(ctx, 2*restoreTimeout)
+	rctx, cancel := detached(ctx, 2*d.config().RestoreTimeout)
 	defer cancel()
 	mode, err := m.FunctionalMode(rctx)
 	if err != nil {

@@ -25,10 +25,6 @@ const (
 	credRootCA   = atmodem.CredRootCA
 )
 
-// restoreTimeout bounds putting the modem back after a batch, also when the attempt was
-// cancelled (SIGTERM): the atmodem client's own limit for +CFUN writes is 60 s.
-const restoreTimeout = 65 * time.Second
-
 // isModemLost reports whether err means the modem is gone.
 func isModemLost(err error) bool {
 	return errors.Is(err, atmodem.ErrPortLost) || errors.Is(err, atmodem.ErrClosed) ||
@@ -99,11 +95,11 @@ func (d *Daemon) goOffline(ctx context.Context, m Modem, info eventInfo) (saved 
 // restoreMode puts the modem back into mode, even when ctx is cancelled (bounded), and
 // deletes the saved mode unless keepSaved (the caller deletes it with its own write).
 func (d *Daemon) restoreMode(ctx context.Context, m Modem, mode int, keepSaved bool) error {
-	rctx, cancel := detached(ctx, restoreTimeout)
+	rctx, cancel := detached(ctx, d.config().RestoreTimeout)
 	defer cancel()
 	if err := m.SetFunctionalMode(rctx, mode); err != nil {
 		d.log.Error("could not restore the modem's functional mode; it is restored on the next start",
-			zap.Int("mode", mode), zap.Error(err))
+			MsgID(msgModeRestoreFailed), zap.Int("mode", mode), zap.Error(err))
 		return fmt.Errorf("daemon: restore functional mode %d: %w", mode, err)
 	}
 	if !keepSaved {
@@ -139,7 +135,7 @@ func (d *Daemon) restoreSavedMode(ctx context.Context, m Modem) error {
 		d.log.Error("saved functional mode unreadable; dropped", zap.String("value", v))
 		return d.deps.Store.Apply([]store.Change{del(keySavedCFUN)})
 	}
-	d.log.Warn("restoring the functional mode saved before a stop or crash", zap.Int("mode", mode))
+	d.log.Warn("restoring the functional mode saved before a stop or crash", MsgID(msgSavedModeRestore), zap.Int("mode", mode))
 	if err := d.restoreMode(ctx, m, mode, false); err != nil {
 		return err
 	}
@@ -173,11 +169,11 @@ func (d *Daemon) restoreSavedCMEE(ctx context.Context, m Modem) error {
 		d.log.Error("saved CMEE value unreadable; dropped", zap.String("value", v))
 		return d.deps.Store.Apply([]store.Change{del(keySavedCMEE)})
 	}
-	d.log.Warn("restoring the CMEE value saved before a stop or crash", zap.Int("cmee", n))
-	rctx, cancel := detached(ctx, restoreTimeout)
+	d.log.Warn("restoring the CMEE value saved before a stop or crash", MsgID(msgSavedCMEERestore), zap.Int("cmee", n))
+	rctx, cancel := detached(ctx, d.config().RestoreTimeout)
 	defer cancel()
 	if err := m.SetCMEE(rctx, n); err != nil {
-		d.log.Error("could not restore CMEE; it is restored on the next start", zap.Int("cmee", n), zap.Error(err))
+		d.log.Error("could not restore CMEE; it is restored on the next start", MsgID(msgCMEERestoreFailed), zap.Int("cmee", n), zap.Error(err))
 		return fmt.Errorf("daemon: restore CMEE %d: %w", n, err)
 	}
 	if err := d.deps.Store.Apply([]store.Change{del(keySavedCMEE)}); err != nil {
@@ -222,7 +218,7 @@ func (d *Daemon) onModemOpen(ctx context.Context, m Modem) error {
 		if isModemLost(err) || ctx.Err() != nil {
 			return err
 		}
-		d.log.Error("root CA provisioning failed", zap.Int("sec_tag", cfg.RootCASecTag), zap.Error(err))
+		d.log.Error("root CA provisioning failed", MsgID(msgRootCAFailed), zap.Int("sec_tag", cfg.RootCASecTag), zap.Error(err))
 	}
 	return nil
 }
@@ -257,7 +253,7 @@ func (d *Daemon) ensureRootCA(ctx context.Context, m Modem, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	wctx, cancel := detached(ctx, restoreTimeout) // never leave a half-written credential
+	wctx, cancel := detached(ctx, cfg.RestoreTimeout) // never leave a half-written credential
 	defer cancel()
 	if err := m.WriteCredential(wctx, tag, credRootCA, cfg.RootCAPEM); err != nil {
 		return fmt.Errorf("daemon: root CA: write sec tag %d: %w", tag, err)

@@ -49,7 +49,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err == nil {
 			if d.outage {
 				d.outage = false
-				d.log.Info("modem is back")
+				d.log.Info("modem is back", MsgID(msgModemBack))
 			}
 			delay = d.reopenMin
 			d.schedule(ctx, m)
@@ -60,7 +60,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			// The port opens but the modem dies at once: don't spin.
-			d.logOutage("modem lost while starting up, waiting for it", err)
+			d.logOutage(msgModemLostAtOpen, "modem lost while starting up, waiting for it", err)
 			d.beat(delay + d.idleQuiet())
 			if !sleepCtx(ctx, delay) {
 				return nil
@@ -71,14 +71,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 // logOutage logs the start of a modem outage once; Run says when it is over.
-func (d *Daemon) logOutage(msg string, err error) {
+func (d *Daemon) logOutage(id, msg string, err error) {
 	d.setState(StateWaitingForModem)
 	if d.outage {
-		d.log.Debug(msg, zap.Error(err))
+		d.log.Debug(msg, MsgID(id), zap.Error(err))
 		return
 	}
 	d.outage = true
-	d.log.Warn(msg, zap.Error(err))
+	d.log.Warn(msg, MsgID(id), zap.Error(err))
 	d.mu.Lock()
 	waiting := d.waitingForModem()
 	d.mu.Unlock()
@@ -159,7 +159,7 @@ func (d *Daemon) openModem(ctx context.Context) (Modem, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		d.logOutage("modem not available, waiting for it", err)
+		d.logOutage(msgModemMissing, "modem not available, waiting for it", err)
 		d.beat(delay + d.idleQuiet())
 		if !sleepCtx(ctx, delay) {
 			return nil, ctx.Err()
@@ -214,7 +214,7 @@ schedule:
 				return
 			case <-m.Done():
 				stop()
-				d.logOutage("modem disconnected, waiting for it to come back", nil)
+				d.logOutage(msgModemDisconnected, "modem disconnected, waiting for it to come back", nil)
 				return
 			case <-d.resched:
 				stop()
@@ -243,7 +243,7 @@ schedule:
 				return
 			}
 			if o.modemLost || modemGone(m) {
-				d.logOutage("modem disconnected, waiting for it to come back", o.res.Err)
+				d.logOutage(msgModemDisconnected, "modem disconnected, waiting for it to come back", o.res.Err)
 				return
 			}
 			continue
@@ -262,7 +262,7 @@ schedule:
 			return
 		}
 		if o.modemLost || modemGone(m) {
-			d.logOutage("modem disconnected, waiting for it to come back", o.res.Err)
+			d.logOutage(msgModemDisconnected, "modem disconnected, waiting for it to come back", o.res.Err)
 			return
 		}
 	}

@@ -193,7 +193,7 @@ func (d *Daemon) loadState(cfg Config) error {
 			d.log.Error("batch journal unreadable; dropped", zap.String("value", truncate(v, 200)), zap.Error(err))
 		} else {
 			recovered := j.toOutbox()
-			d.log.Warn("recovered the results of a batch interrupted by a stop or crash",
+			d.log.Warn("recovered the results of a batch interrupted by a stop or crash", MsgID(msgBatchRecovered),
 				zap.Int("responses", len(recovered.Responses)), zap.String("interrupted_id", j.Executing),
 				zap.String("correlation_id", recovered.Cursor))
 			if pending != nil {

@@ -50,6 +50,10 @@ func (e LogEntry) Event() string {
 	return e.Str("event")
 }
 
+// MsgID returns the entry's msg_id: what it reports, in a form that does not change when the
+// message is reworded. "" when the entry has none.
+func (e LogEntry) MsgID() string { return e.Str("msg_id") }
+
 // ParseLogLine parses one stderr line of the daemon.
 func ParseLogLine(line string) LogEntry {
 	e := LogEntry{Raw: line}

@@ -82,13 +82,6 @@ type Bed struct {
 	pty    *simmodem.PTY
 	uuid   string
 
-	// link is the stable modem path (Options.StableLink); linkMu serialises its removal
-	// with Replug.
-	link      string
-	linkMu    sync.Mutex
-	watchDone chan struct{} // closed when watchLink returns
-	replugged chan struct{} // Replug → watchLink, buffered 1
-
 	cfgMu    sync.Mutex // serialises WriteConfig
 	settings map[string]any
 
@@ -170,21 +163,11 @@ func (b *Bed) setup(ctx context.Context) error {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
 	b.modem, b.uuid = m, m.UUID()
-	var p *simmodem.PTY
-	err = withPTYLock(func() error {
-		var err error
-		p, err = m.ServePTY(runCtx)
-		return err
-	})
+	p, err := m.ServePTY(runCtx)
 	if err != nil {
 		return fmt.Errorf("testbed: modem: %w", err)
 	}
 	b.pty = p
-	if mcfg.Link != "" {
-		b.link = mcfg.Link
-		b.watchDone, b.replugged = make(chan struct{}), make(chan struct{}, 1)
-		go b.watchLink(runCtx)
-	}
 
 	if err := cloud.RegisterDevicePEM(b.uuid, m.PublicKeyPEM()); err != nil {
 		return fmt.Errorf("testbed: register device: %w", err)
@@ -313,48 +296,12 @@ func (b *Bed) ModemPath() string { return b.pty.Path() }
 // Modem is the simulated nRF91.
 func (b *Bed) Modem() *simmodem.Modem { return b.modem }
 
-// PTY is the modem's pty (Unplug, Plugged). Replug through Bed.Replug, which keeps the new
-// pty's master out of child processes and the stable link in step.
+// PTY is the modem's pty (Unplug, Plugged, Replug).
 func (b *Bed) PTY() *simmodem.PTY { return b.pty }
 
-// Replug plugs the modem back in on a new pty (the stable link follows).
-func (b *Bed) Replug() error {
-	b.linkMu.Lock()
-	defer b.linkMu.Unlock()
-	err := withPTYLock(b.pty.Replug)
-	if b.replugged != nil {
-		select {
-		case b.replugged <- struct{}{}:
-		default: // a signal is pending already
-		}
-	}
-	return err
-}
-
-// watchLink removes the stable link whenever the modem is unplugged (Unplug or an
-// UnplugDuring fault), as udev removes a /dev/serial/by-id name: simmodem leaves it pointing
-// at the dead /dev/pts/N, and the kernel soon hands that number to another pty (another
-// test's modem), which the daemon would then open.
-func (b *Bed) watchLink(ctx context.Context) {
-	defer close(b.watchDone)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.pty.Done():
-		}
-		b.linkMu.Lock()
-		if !b.pty.Plugged() {
-			_ = os.Remove(b.link)
-		}
-		b.linkMu.Unlock()
-		select { // the next plug: Bed.Replug
-		case <-ctx.Done():
-			return
-		case <-b.replugged:
-		}
-	}
-}
+// Replug plugs the modem back in on a new pty; simmodem re-points the stable link, as udev
+// does for a /dev/serial/by-id name.
+func (b *Bed) Replug() error { return b.pty.Replug() }
 
 // Cloud is the simulated Provisioning Service.
 func (b *Bed) Cloud() *simcloud.Server { return b.cloud }
@@ -387,9 +334,6 @@ func (b *Bed) Close() error {
 		}
 		if b.cancel != nil {
 			b.cancel()
-		}
-		if b.watchDone != nil {
-			<-b.watchDone
 		}
 		if b.ownDir {
 			errs = append(errs, os.RemoveAll(b.dir))

@@ -247,24 +247,3 @@ func Machine() string {
 
 // Cores is the number of CPUs this process may run on (nproc).
 func Cores() int { return runtime.NumCPU() }
-
-// CloseOnExecAll sets FD_CLOEXEC on every descriptor of this process above stderr. simmodem
-// duplicates a pty's master without it, so a daemon started afterwards would inherit every
-// master (and an unplugged modem would never hang up on it). Call it after serving ptys and
-// before starting children.
-func CloseOnExecAll() {
-	d, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return
-	}
-	for _, n := range names {
-		if fd, err := strconv.Atoi(n); err == nil && fd > 2 {
-			syscall.CloseOnExec(fd)
-		}
-	}
-}
