@@ -40,6 +40,16 @@ func stationRun(t *testing.T, ctx context.Context, args ...string) (stdout, stde
 	return out.String(), errOut.String(), code
 }
 
+// tableLine returns the line of a table whose first column is first, or "".
+func tableLine(table, first string) string {
+	for _, l := range strings.Split(table, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == first {
+			return l
+		}
+	}
+	return ""
+}
+
 // stationInstance is one provisiond instance of the station: a bench whose daemon serves its
 // control socket at <run dir>/<name>/provisiond.sock (<run dir>/provisiond.sock for the
 // plain service), as the systemd units lay them out.
@@ -160,6 +170,11 @@ func TestStationTokensAndClaim(t *testing.T) {
 		if ts, err := time.Parse("2006-01-02T15:04:05.999999-07:00", at); err != nil || !strings.HasSuffix(at, "+00:00") || time.Since(ts) > time.Hour {
 			t.Errorf("row %d: time %q (%v), want an ISO-8601 UTC time of the reading", i+1, at, err)
 		}
+	}
+	out, _, code = stationRun(t, ctx, "tokens", "--run-dir", runDir)
+	if code != 1 || !strings.HasSuffix(tableLine(out, "ttyACM8"), " no answer within 1s") ||
+		!strings.Contains(tableLine(out, "ttyACM9"), " gone: ") || !strings.Contains(tableLine(out, "provisiond"), station[0].bed.UUID()) {
+		t.Fatalf("tokens: exit %d, want 1 and a table showing the hanging and the gone instance:\n%s", code, out)
 	}
 	out, _, code = stationRun(t, ctx, "tokens", "--run-dir", runDir, "--instance", "ttyACM1")
 	if code != 0 || !strings.Contains(out, station[2].bed.UUID()) || strings.Contains(out, station[1].bed.UUID()) {
