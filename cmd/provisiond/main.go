@@ -46,6 +46,8 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newUUIDCmd(),
 		newIntervalCmd(),
+		newTokensCmd(),
+		newClaimCmd(),
 		newCompletionCmd(),
 	)
 	return root

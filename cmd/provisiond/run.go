@@ -234,7 +234,7 @@ func (r *runner) serve(ctx context.Context) error {
 		select {
 		case <-ready:
 			ready = nil
-			r.log.Info("modem answering")
+			r.log.Info("modem answering", daemon.MsgID(daemon.MsgModemAnswering))
 			if err := r.sd.Status("modem answering on " + r.cfg.Modem.Port); err != nil {
 				r.log.Debug("systemd status not sent", zap.Error(err))
 			}

@@ -68,6 +68,7 @@ type Config struct {
 	CoAP         CoAPConfig
 	Store        StoreConfig
 	Control      ControlConfig
+	Owner        OwnerConfig
 	Log          LogConfig
 }
 
@@ -135,6 +136,12 @@ type StoreConfig struct {
 // ControlConfig is the "control" section: the local control socket.
 type ControlConfig struct {
 	Socket string
+}
+
+// OwnerConfig is the "owner" section: the owner-side REST API that `provisiond claim` uses.
+type OwnerConfig struct {
+	APIURL string // base URL without /v1, e.g. https://api.provisioning.nrfcloud.com
+	CAFile string // "" means the system roots
 }
 
 // LogConfig is the "log" section.

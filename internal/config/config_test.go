@@ -33,6 +33,7 @@ func TestDefaults(t *testing.T) {
 		CoAP:    CoAPConfig{Hostname: "coap.nrfcloud.com", Port: 5684, Timeout: 30 * time.Second, DTLSSessionCache: false},
 		Store:   StoreConfig{Path: "/var/lib/provisiond/settings", Prefix: "provisioning"},
 		Control: ControlConfig{Socket: "/run/provisiond/provisiond.sock"},
+		Owner:   OwnerConfig{APIURL: "https://api.provisioning.nrfcloud.com"},
 		Log:     LogConfig{Level: "info", Format: "auto"},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
@@ -56,6 +57,7 @@ func allChanged() *Config {
 		CoAP:    CoAPConfig{Hostname: "::1", Port: 15684, Timeout: 5 * time.Second, DTLSSessionCache: true, CAFile: "/tmp/coap ca.pem"},
 		Store:   StoreConfig{Path: "/tmp/state/settings", Prefix: "prov/sub"},
 		Control: ControlConfig{Socket: "relative.sock"},
+		Owner:   OwnerConfig{APIURL: "https://127.0.0.1:8443/base", CAFile: "/tmp/owner ca.pem"},
 		Log:     LogConfig{Level: "debug", Format: "json"},
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -57,6 +58,7 @@ var sectionDocs = []struct{ name, doc string }{
 	{"coap", "CoAP/DTLS endpoint of the nRF Cloud Provisioning Service (provisioning.transport: coap)."},
 	{"store", "The settings store: the host's stand-in for the device's Zephyr settings."},
 	{"control", "The local control socket used by `provisiond now`, `status`, `token`, `uuid`, `interval`."},
+	{"owner", "The owner-side REST API of the Provisioning Service, used by `provisiond claim` (never by the daemon)."},
 	{"log", "Logging to stderr (the journal under systemd)."},
 }
 
@@ -206,6 +208,14 @@ func Keys() []KeyInfo {
 		stringKey("control.socket", "/run/provisiond/provisiond.sock", "",
 			"Unix socket of the control API (mode 0660, group-owned).",
 			func(c *Config) *string { return &c.Control.Socket }, socketPath()),
+
+		// owner
+		stringKey("owner.api_url", "https://api.provisioning.nrfcloud.com", "",
+			"Base URL of the owner API (the service's REST API; /v1/… is appended). The API key is never configured here: `provisiond claim --api-key-file` reads it.",
+			func(c *Config) *string { return &c.Owner.APIURL }, httpsURL()),
+		stringKey("owner.ca_file", "", "",
+			"PEM file of the roots that verify owner.api_url; empty uses the system roots. A simulated service's own CA goes here.",
+			func(c *Config) *string { return &c.Owner.CAFile }, absPath(true)),
 
 		// log
 		enumKey("log.level", "info", []string{"debug", "info", "warn", "error"}, "NRF_PROVISIONING_LOG_LEVEL",
@@ -455,6 +465,16 @@ func hostname() stringRule {
 		}
 		if strings.ContainsAny(s, "/ \t\r\n") {
 			return fmt.Sprintf("must be a bare host name or IP address (no scheme, path or port), got %q", s)
+		}
+		return ""
+	}}
+}
+
+func httpsURL() stringRule {
+	return stringRule{allowed: "https:// URL without query", check: func(s string) string {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Sprintf("must be an https:// URL with a host and no query, fragment or user, got %q", s)
 		}
 		return ""
 	}}

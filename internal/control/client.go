@@ -69,6 +69,13 @@ func (c *Client) UUID(ctx context.Context) (string, error) {
 	return b.UUID, err
 }
 
+// IMEI returns the modem's IMEI.
+func (c *Client) IMEI(ctx context.Context) (string, error) {
+	var b imeiBody
+	err := c.do(ctx, http.MethodGet, "/v1/imei", nil, &b)
+	return b.IMEI, err
+}
+
 // Interval returns the provisioning interval in seconds.
 func (c *Client) Interval(ctx context.Context) (int, error) {
 	var b intervalBody

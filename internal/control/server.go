@@ -8,6 +8,7 @@
 //	POST /v1/now       request a provisioning attempt now (202)
 //	GET  /v1/token     {"token": "<attestation token>"}
 //	GET  /v1/uuid      {"uuid": "<device uuid>"}
+//	GET  /v1/imei      {"imei": "<15 digits>"} (404 when the backend cannot tell)
 //	GET  /v1/interval  {"seconds": N}
 //	PUT  /v1/interval  body {"seconds": N}; persisted by the daemon (0: back to the configured
 //	                   interval); answers {"seconds": N}
@@ -53,6 +54,12 @@ type Backend interface {
 	DeviceUUID(ctx context.Context) (string, error)
 }
 
+// IMEIBackend is the optional capability of a Backend to read the modem's IMEI, which a
+// station's token list (`provisiond tokens`) pairs with each attestation token.
+type IMEIBackend interface {
+	IMEI(ctx context.Context) (string, error)
+}
+
 // Body shapes of the routes, shared by server and client.
 type (
 	tokenBody struct {
@@ -60,6 +67,9 @@ type (
 	}
 	uuidBody struct {
 		UUID string `json:"uuid"`
+	}
+	imeiBody struct {
+		IMEI string `json:"imei"`
 	}
 	intervalBody struct {
 		Seconds *int `json:"seconds"`
@@ -166,6 +176,7 @@ func NewServer(b Backend, logger *zap.Logger, lim Limits) *Server {
 		{http.MethodPost, "/v1/now", s.now},
 		{http.MethodGet, "/v1/token", s.modemRoute(s.token)},
 		{http.MethodGet, "/v1/uuid", s.modemRoute(s.uuid)},
+		{http.MethodGet, "/v1/imei", s.modemRoute(s.imei)},
 		{http.MethodGet, "/v1/interval", s.interval},
 		{http.MethodPut, "/v1/interval", s.setInterval},
 	}
@@ -527,6 +538,20 @@ func (s *Server) uuid(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, uuidBody{UUID: id})
+}
+
+func (s *Server) imei(w http.ResponseWriter, r *http.Request) {
+	b, ok := s.b.(IMEIBackend)
+	if !ok {
+		writeError(w, http.StatusNotFound, "this daemon cannot read the IMEI")
+		return
+	}
+	v, err := b.IMEI(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, imeiBody{IMEI: v})
 }
 
 func (s *Server) interval(w http.ResponseWriter, _ *http.Request) {

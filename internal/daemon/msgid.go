@@ -23,6 +23,7 @@ const (
 	msgResultsUploaded     = "results-uploaded"      // info: a batch's results reached the service
 	msgBatchRecovered      = "batch-recovered"       // warn: a batch interrupted by a stop or crash is reported
 	MsgConfigReloadRefused = "config-reload-refused" // error: SIGHUP found an invalid config; the running one stays
+	MsgModemAnswering      = "modem-answering"       // info: the modem opened and answers; attempts can run
 )
 
 // MsgID is the field naming what an entry reports (MsgIDKey).

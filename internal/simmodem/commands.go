@@ -179,6 +179,10 @@ func (m *Modem) handle(raw string) reply {
 		return execOnly(c, "%DEVICEUUID: "+m.UUID())
 	case "+CGSN":
 		return m.cmdCGSN(c)
+	case "+CGMI":
+		return identification(c, "Nordic Semiconductor ASA")
+	case "+CGMM":
+		return identification(c, modelID(m.cfg.Chip))
 	case "%CCLK":
 		return m.cmdCCLK(c, true)
 	case "+CCLK":
@@ -195,6 +199,30 @@ func (m *Modem) handle(raw string) reply {
 		return m.cmdKeyInject(c)
 	}
 	return errReply()
+}
+
+// identification answers the 3GPP TS 27.007 identification commands (+CGMI, +CGMM): the
+// text alone on its line, and a bare OK to the test form, as the modem does. Nordic's host
+// tools ask +CGMM before anything else and stop when it fails (docs/simulators.md §6).
+func identification(c atCmd, text string) reply {
+	switch c.kind {
+	case kindExec:
+		return okReply(text)
+	case kindTest:
+		return okReply()
+	}
+	return errReply()
+}
+
+// modelID is the +CGMM answer of each chip: the SiP's name and package variant.
+func modelID(chip string) string {
+	switch chip {
+	case ChipNRF9160:
+		return "nRF9160-SICA"
+	case ChipNRF9151:
+		return "nRF9151-LACA"
+	}
+	return "nRF9161-LACA"
 }
 
 func execOnly(c atCmd, line string) reply {

@@ -71,6 +71,12 @@ func TestCommands(t *testing.T) {
 			{cmd: "AT+CGMR", wantFinal: "OK", want: []string{"mfw_nrf91x1_2.0.2"}},
 			{cmd: "AT+CGSN", wantFinal: "OK", match: `^\d{15}$`},
 			{cmd: "AT+CGSN=1", wantFinal: "OK", match: `^\+CGSN: "\d{15}"$`},
+			{cmd: "AT+CGSN=0", wantFinal: "OK", match: `^\d{15}$`},
+			{cmd: "AT+CGMI", wantFinal: "OK", want: []string{"Nordic Semiconductor ASA"}},
+			{cmd: "AT+CGMI=?", wantFinal: "OK", want: []string{}},
+			{cmd: "AT+CGMM", wantFinal: "OK", want: []string{"nRF9161-LACA"}},
+			{cmd: "AT+CGMM=?", wantFinal: "OK", want: []string{}},
+			{cmd: "AT+CGMM?", wantFinal: "ERROR"},
 			{cmd: "AT%XMODEMUUID", wantFinal: "OK", match: `^%XMODEMUUID: [0-9a-f-]{36}$`},
 			{cmd: "AT%DEVICEUUID", wantFinal: "OK", want: []string{"%DEVICEUUID: " + uuid}},
 			{cmd: "AT+FOO", wantFinal: "ERROR"},
@@ -82,6 +88,10 @@ func TestCommands(t *testing.T) {
 		{"nrf9160", Config{Chip: "nrf9160"}, []step{
 			{cmd: "AT%SHORTSWVER", wantFinal: "OK", want: []string{"%SHORTSWVER: nrf9160_1.3.7"}},
 			{cmd: "AT%DEVICEUUID", wantFinal: "ERROR"},
+			{cmd: "AT+CGMM", wantFinal: "OK", want: []string{"nRF9160-SICA"}},
+		}},
+		{"nrf9151", Config{Chip: "nrf9151"}, []step{
+			{cmd: "AT+CGMM", wantFinal: "OK", want: []string{"nRF9151-LACA"}},
 		}},
 		{"cmee off hides codes", Config{}, []step{
 			{cmd: "AT%CMNG=2,999,0", wantFinal: "ERROR"},
