@@ -97,6 +97,7 @@ func newRig(tb testing.TB, transportName, pattern string) *rig {
 		MaxCommands:      def.Provisioning.MaxCommands,
 		RxBufSize:        def.Provisioning.RxBufSize,
 		TxBufSize:        def.Provisioning.TxBufSize,
+		RxBufMax:         def.Provisioning.RxBufMax,
 		Uplink:           def.Provisioning.Uplink,
 		JWTValidTime:     def.Modem.JWTValidTime,
 		SetClockFromHost: true,
@@ -106,6 +107,7 @@ func newRig(tb testing.TB, transportName, pattern string) *rig {
 		InitialBackoff:   def.Provisioning.InitialBackoff,
 		OnFinished:       def.Provisioning.OnFinished,
 		StorePrefix:      def.Store.Prefix,
+		RestoreTimeout:   def.Modem.RestoreTimeout,
 	}, daemon.Deps{
 		OpenModem: func(ctx context.Context) (daemon.Modem, error) {
 			port, err := atmodem.OpenPort(bed.ModemPath(), 115200, "none")

@@ -561,6 +561,7 @@ func testConfig() Config {
 		OnFinished:       p.OnFinished,
 		HookTimeout:      5 * time.Second,
 		StorePrefix:      def.Store.Prefix,
+		RestoreTimeout:   def.Modem.RestoreTimeout,
 	}
 }
 
