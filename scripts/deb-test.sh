@@ -67,6 +67,7 @@ expect -rw-r--r-- /usr/lib/systemd/system/provisiond.service
 expect -rw-r--r-- /usr/lib/systemd/system/provisiond@.service
 expect -rw-r--r-- /usr/lib/udev/rules.d/70-provisiond.rules
 expect -rw-r--r-- /usr/lib/sysusers.d/provisiond.conf
+expect -rw-r--r-- /usr/lib/systemd/catalog/provisiond.catalog
 expect -rw-r--r-- /usr/share/bash-completion/completions/provisiond
 expect -rw-r--r-- /usr/share/zsh/vendor-completions/_provisiond
 expect -rw-r--r-- /usr/share/fish/vendor_completions.d/provisiond.fish
@@ -119,6 +120,10 @@ if command -v systemd-sysusers >/dev/null 2>&1; then
 else
 	step "no systemd-sysusers: user creation in a root not checked"
 fi
+if command -v journalctl >/dev/null 2>&1; then
+	journalctl --root="$droot" --list-catalog | grep -q '^e2798497742146649f5c774d53a96294 provisiond: ' ||
+		fail "postinst did not compile the packaged journal catalog into the root"
+fi
 step "dpkg --root --purge"
 mkdir -p "$droot/var/lib/provisiond/nrf91-000960123456"
 echo state >"$droot/var/lib/provisiond/nrf91-000960123456/settings"
@@ -135,7 +140,7 @@ dpkg_root --purge provisiond
 step "maintainer scripts"
 stubs="$tmp/stubs"
 mkdir -p "$stubs"
-for c in getent systemd-sysusers adduser addgroup systemctl deb-systemd-invoke udevadm; do
+for c in getent systemd-sysusers adduser addgroup systemctl deb-systemd-invoke udevadm journalctl; do
 	printf '#!/bin/sh\necho "%s $*" >>"%s"\n%s\n' "$c" "$tmp/calls" \
 		"$([ "$c" = getent ] && echo 'exit 2' || echo 'exit 0')" >"$stubs/$c"
 	chmod +x "$stubs/$c"
@@ -161,6 +166,8 @@ else
 	run_scripts
 	step "not root or no mount namespace: systemd/udev branches not exercised"
 fi
+grep -q '^journalctl --update-catalog$' "$tmp/calls" ||
+	fail "postinst did not compile the journal catalog: $(cat "$tmp/calls")"
 grep -q '^systemd-sysusers provisiond.conf$' "$tmp/calls" ||
 	fail "postinst did not create the user through sysusers: $(cat "$tmp/calls")"
 if grep -E '(^| )(start|enable|restart|reenable|preset)( |$)' "$tmp/calls" | grep -v 'try-restart'; then

@@ -52,7 +52,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 
 	o := d.runAttempt(ctx, cfg, n)
 
-	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor}
+	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor, executed: o.res.Executed, failed: o.res.Failed}
 	if o.res.Event == EventFailedDeviceNotClaimed {
 		d.jwt = jwtCache{} // a rejected JWT is not worth reusing
 		info.token = d.claimToken(ctx)

@@ -197,3 +197,13 @@ func identifier() string {
 	}
 	return filepath.Base(os.Args[0])
 }
+
+// MessageOf returns the MESSAGE_ID and sentence of a field made by Message; ok is false for
+// any other field. Tests read what the journal would get from an observed entry with it.
+func MessageOf(f zapcore.Field) (id, text string, ok bool) {
+	if f.Key != messageKey || f.Type != zapcore.SkipType {
+		return "", "", false
+	}
+	m, ok := f.Interface.(journalMessage)
+	return m.id, m.text, ok
+}
