@@ -166,3 +166,23 @@ func helperBinary(t *testing.T) string {
 	}
 	return bin
 }
+
+// TestPTYDescriptorsNotInherited: a process started while the simulator serves (a daemon a
+// test starts) inherits none of its descriptors: a copy of the master held by a child would
+// keep the line alive after Unplug, and a copy of the slave would count as a client.
+func TestPTYDescriptorsNotInherited(t *testing.T) {
+	_, p := startPTY(t, Config{})
+	if err := p.Replug(); err != nil { // the replug path opens a new pty too
+		t.Fatal(err)
+	}
+	out, err := exec.Command("/bin/sh", "-c",
+		`for f in /proc/self/fd/*; do readlink "$f"; done; true`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range strings.Fields(string(out)) {
+		if target == "/dev/ptmx" || target == p.SlavePath() || strings.HasPrefix(target, "anon_inode:inotify") {
+			t.Errorf("a child inherited the simulator's %s", target)
+		}
+	}
+}
