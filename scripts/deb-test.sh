@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Debian package and checks it: lintian reports no error, the control data and the
-# file list with modes are as expected, the package unpacks (dpkg -x) and installs and purges
+# Builds the Debian package and checks it: lintian reports no error and no warning but
+# initial-upload-closes-no-bugs, the control data and the file list with modes are as
+# expected, the package unpacks (dpkg -x) and installs and purges
 # (dpkg --root) in throw-away roots, the unpacked binary accepts the unpacked config, postinst
 # creates the user and group there, and the maintainer scripts reload udev and systemd but
 # never start or enable a service. Run from anywhere; installs lintian with apt-get when it is
@@ -41,6 +42,10 @@ grep -v '^running with root privileges' "$tmp/lintian.txt" | sed 's/^/  /' || tr
 if grep -q '^E: ' "$tmp/lintian.txt" || [ "$lintian_rc" -ne 0 ]; then
 	fail "lintian reports errors (exit $lintian_rc)"
 fi
+# The only warning allowed: a first upload whose changelog closes no Debian bug.
+if grep '^W: ' "$tmp/lintian.txt" | grep -v ': initial-upload-closes-no-bugs '; then
+	fail "lintian warns (above)"
+fi
 echo "  lintian: $(grep -c '^E: ' "$tmp/lintian.txt" || true) errors, $(grep -c '^W: ' "$tmp/lintian.txt" || true) warnings"
 
 # --- control data ----------------------------------------------------------------------------
@@ -72,6 +77,9 @@ expect -rw-r--r-- /usr/share/bash-completion/completions/provisiond
 expect -rw-r--r-- /usr/share/zsh/vendor-completions/_provisiond
 expect -rw-r--r-- /usr/share/fish/vendor_completions.d/provisiond.fish
 expect -rw-r--r-- /usr/share/doc/provisiond/copyright
+expect -rw-r--r-- /usr/share/man/man8/provisiond.8.gz
+expect -rw-r--r-- /usr/share/man/man5/provisiond.yaml.5.gz
+expect -rw-r--r-- /usr/share/lintian/overrides/provisiond
 grep -q ' \./usr/share/doc/provisiond/changelog\.Debian\.gz$' "$tmp/contents" || fail "no changelog.Debian.gz"
 if grep -v '^d' "$tmp/contents" | grep -v ' root/root ' | grep -v 'changelog\.Debian\.gz$'; then
 	fail "files not owned by root/root (above)"
