@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Debian package and checks it: lintian reports no error, the control data and the
-# file list with modes are as expected, the package unpacks (dpkg -x) and installs and purges
+# Builds the Debian package and checks it: lintian reports no error and no warning but
+# initial-upload-closes-no-bugs, the control data and the file list with modes are as
+# expected, the package unpacks (dpkg -x) and installs and purges
 # (dpkg --root) in throw-away roots, the unpacked binary accepts the unpacked config, postinst
 # creates the user and group there, and the maintainer scripts reload udev and systemd but
 # never start or enable a service. Run from anywhere; installs lintian with apt-get when it is
@@ -41,6 +42,10 @@ grep -v '^running with root privileges' "$tmp/lintian.txt" | sed 's/^/  /' || tr
 if grep -q '^E: ' "$tmp/lintian.txt" || [ "$lintian_rc" -ne 0 ]; then
 	fail "lintian reports errors (exit $lintian_rc)"
 fi
+# The only warning allowed: a first upload whose changelog closes no Debian bug.
+if grep '^W: ' "$tmp/lintian.txt" | grep -v ': initial-upload-closes-no-bugs '; then
+	fail "lintian warns (above)"
+fi
 echo "  lintian: $(grep -c '^E: ' "$tmp/lintian.txt" || true) errors, $(grep -c '^W: ' "$tmp/lintian.txt" || true) warnings"
 
 # --- control data ----------------------------------------------------------------------------
@@ -67,10 +72,14 @@ expect -rw-r--r-- /usr/lib/systemd/system/provisiond.service
 expect -rw-r--r-- /usr/lib/systemd/system/provisiond@.service
 expect -rw-r--r-- /usr/lib/udev/rules.d/70-provisiond.rules
 expect -rw-r--r-- /usr/lib/sysusers.d/provisiond.conf
+expect -rw-r--r-- /usr/lib/systemd/catalog/provisiond.catalog
 expect -rw-r--r-- /usr/share/bash-completion/completions/provisiond
 expect -rw-r--r-- /usr/share/zsh/vendor-completions/_provisiond
 expect -rw-r--r-- /usr/share/fish/vendor_completions.d/provisiond.fish
 expect -rw-r--r-- /usr/share/doc/provisiond/copyright
+expect -rw-r--r-- /usr/share/man/man8/provisiond.8.gz
+expect -rw-r--r-- /usr/share/man/man5/provisiond.yaml.5.gz
+expect -rw-r--r-- /usr/share/lintian/overrides/provisiond
 grep -q ' \./usr/share/doc/provisiond/changelog\.Debian\.gz$' "$tmp/contents" || fail "no changelog.Debian.gz"
 if grep -v '^d' "$tmp/contents" | grep -v ' root/root ' | grep -v 'changelog\.Debian\.gz$'; then
 	fail "files not owned by root/root (above)"
@@ -119,6 +128,10 @@ if command -v systemd-sysusers >/dev/null 2>&1; then
 else
 	step "no systemd-sysusers: user creation in a root not checked"
 fi
+if command -v journalctl >/dev/null 2>&1; then
+	journalctl --root="$droot" --list-catalog | grep -q '^e2798497742146649f5c774d53a96294 provisiond: ' ||
+		fail "postinst did not compile the packaged journal catalog into the root"
+fi
 step "dpkg --root --purge"
 mkdir -p "$droot/var/lib/provisiond/nrf91-000960123456"
 echo state >"$droot/var/lib/provisiond/nrf91-000960123456/settings"
@@ -135,7 +148,7 @@ dpkg_root --purge provisiond
 step "maintainer scripts"
 stubs="$tmp/stubs"
 mkdir -p "$stubs"
-for c in getent systemd-sysusers adduser addgroup systemctl deb-systemd-invoke udevadm; do
+for c in getent systemd-sysusers adduser addgroup systemctl deb-systemd-invoke udevadm journalctl; do
 	printf '#!/bin/sh\necho "%s $*" >>"%s"\n%s\n' "$c" "$tmp/calls" \
 		"$([ "$c" = getent ] && echo 'exit 2' || echo 'exit 0')" >"$stubs/$c"
 	chmod +x "$stubs/$c"
@@ -161,6 +174,8 @@ else
 	run_scripts
 	step "not root or no mount namespace: systemd/udev branches not exercised"
 fi
+grep -q '^journalctl --update-catalog$' "$tmp/calls" ||
+	fail "postinst did not compile the journal catalog: $(cat "$tmp/calls")"
 grep -q '^systemd-sysusers provisiond.conf$' "$tmp/calls" ||
 	fail "postinst did not create the user through sysusers: $(cat "$tmp/calls")"
 if grep -E '(^| )(start|enable|restart|reenable|preset)( |$)' "$tmp/calls" | grep -v 'try-restart'; then

@@ -6,7 +6,8 @@
 #   3. the udev rule parses without complaint and, run by `udevadm test` against faked USB
 #      identities of each supported board, names the AT port, keeps ModemManager off the board
 #      and asks systemd for the right provisiond@ instance; other devices are left alone;
-#   4. scripts/deb-test.sh: the Debian package builds, lintian finds no error, and it installs
+#   4. scripts/deb-test.sh: the Debian package builds, lintian finds no error and no warning
+#      but initial-upload-closes-no-bugs, and it installs
 #      into a throw-away root with the expected files.
 # Missing tools come from Debian packages (systemd, udev, lintian, dpkg) via apt-get when we are
 # root. Runs in about a minute once Go's build cache is warm. Exits non-zero on the first failure.

@@ -84,7 +84,8 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 		return fmt.Errorf("a provisiond daemon is running (control socket %s) and owns the modem: use `provisiond now` instead of run --once", cfg.Control.Socket)
 	}
 	level := zap.NewAtomicLevel()
-	log, err := logging.New(logging.Config{Level: cfg.Log.Level, Format: cfg.Log.Format, Writer: stderr, Atomic: level})
+	log, err := logging.New(logging.Config{Level: cfg.Log.Level, Format: cfg.Log.Format, Writer: stderr, Atomic: level,
+		JournalFields: map[string]string{logging.FieldName("modem_port"): cfg.Modem.Port}})
 	if err != nil {
 		return &exitError{code: exitConfig, err: err}
 	}

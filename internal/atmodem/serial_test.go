@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -206,4 +207,43 @@ func TestOpenPortErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpenPortCloseOnExec: a child the daemon starts (a hook, on_finished_exec) inherits none
+// of the port's descriptors, neither the tty nor the library's wake-up pipe; an inherited tty
+// would hold the line (and its exclusive flag) open for as long as the child runs.
+func TestOpenPortCloseOnExec(t *testing.T) {
+	pm := newPTYModem(t, map[string]string{"AT+CMEE?\r\n": "+CMEE: 0\r\nOK\r\n"})
+	// What a child inherits from the test process itself (the test runner's descriptors).
+	baseline := childFDs(t)
+	port, err := OpenPort(pm.slave, 115200, "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	for fd, target := range childFDs(t) {
+		if baseline[fd] == target {
+			continue
+		}
+		if target == pm.slave || strings.HasPrefix(target, "pipe:") {
+			t.Errorf("a child inherited descriptor %s of the port: %s", fd, target)
+		}
+	}
+}
+
+// childFDs returns the descriptors above stderr that a child process has open, fd -> target.
+func childFDs(t *testing.T) map[string]string {
+	t.Helper()
+	out, err := exec.Command("/bin/sh", "-c",
+		`for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && echo "$n $(readlink "$f")"; done; true`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if fd, target, ok := strings.Cut(l, " "); ok {
+			fds[fd] = target
+		}
+	}
+	return fds
 }

@@ -62,7 +62,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 			zap.String("command", failed.Command), zap.String("error", failed.Error))
 	}
 
-	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor, failed: o.res.Failed > 0}
+	info := eventInfo{attempt: n, reason: o.res.Reason, cursor: d.cursor, executed: o.res.Executed, failed: o.res.Failed}
 	if o.res.Event == EventFailedDeviceNotClaimed {
 		d.jwt = jwtCache{} // a rejected JWT is not worth reusing
 		info.token = d.claimToken(ctx)

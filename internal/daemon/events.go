@@ -33,6 +33,36 @@ const (
 	EventFatalError             Event = "FATAL_ERROR"
 )
 
+// Events lists every event, in the device library's order.
+func Events() []Event {
+	return []Event{EventStart, EventStop, EventDone, EventFailed, EventNoCommands,
+		EventFailedTooManyCommands, EventFailedDeviceNotClaimed, EventFailedWrongRootCA,
+		EventFailedNoValidDatetime, EventNeedLTEDeactivated, EventNeedLTEActivated,
+		EventScheduledProvisioning, EventFatalError}
+}
+
+// messageIDs are the journal MESSAGE_IDs of the events: fixed for good, because the
+// journal catalog (deploy/journal/provisiond.catalog) files its explanations under them and
+// operators filter by them (`journalctl MESSAGE_ID=…`).
+var messageIDs = map[Event]string{
+	EventStart:                  "3d0423bbb0c443b8b7f1f364416cc702",
+	EventStop:                   "657b427be3fd4530a637f8c1212e0ded",
+	EventDone:                   "e2798497742146649f5c774d53a96294",
+	EventFailed:                 "ba60a5d6edd340158158a2b6beb31008",
+	EventNoCommands:             "5917006ccfe040c5b9e47458966946f3",
+	EventFailedTooManyCommands:  "5e4942020f82409d930d91acf5ca773f",
+	EventFailedDeviceNotClaimed: "40026b738e8a401293e9e91f2a5292dc",
+	EventFailedWrongRootCA:      "5c541f26782645e6a9c80f36239ebe9d",
+	EventFailedNoValidDatetime:  "4402e1a50c5e407fa15660dca3d56286",
+	EventNeedLTEDeactivated:     "2d02cafd75ce4999b34bbd609f6eb5fe",
+	EventNeedLTEActivated:       "3c21260be8f444fb9779329b438f4395",
+	EventScheduledProvisioning:  "a886e1ebcb724dfc8e19faf229485afd",
+	EventFatalError:             "4f37f6787c0f480ca7244b7cd6263ca8",
+}
+
+// MessageID is the journal MESSAGE_ID of ev (32 hex digits), empty for an unknown event.
+func MessageID(ev Event) string { return messageIDs[ev] }
+
 // EventRecord is one event as kept for Status and passed to hooks.
 type EventRecord struct {
 	Time          time.Time  `json:"time"`
@@ -50,7 +80,59 @@ type eventInfo struct {
 	cursor  string
 	next    time.Time
 	token   string // attestation token, FAILED_DEVICE_NOT_CLAIMED only; never logged in full
-	failed  bool   // a command failed in this attempt: a normal outcome is logged as a warning
+	// executed and failed count the attempt's commands (DONE and NO_COMMANDS).
+	executed, failed int
+}
+
+// sentence is the journal MESSAGE of ev: what happened, in words an operator reads, with the
+// event's name first so it stands out in `journalctl -u provisiond`.
+func (info eventInfo) sentence(ev Event) string {
+	var detail string
+	switch ev {
+	case EventStart:
+		detail = "attempt " + strconv.Itoa(info.attempt) + " started"
+	case EventStop:
+		detail = "attempt " + strconv.Itoa(info.attempt) + " ended"
+	case EventDone:
+		detail = commands(info.executed) + " executed"
+		if info.failed > 0 {
+			detail += ", " + strconv.Itoa(info.failed) + " answered with an error"
+		}
+	case EventNoCommands:
+		detail = "the service had no commands for this device"
+		if info.failed > 0 {
+			detail = commands(info.executed) + " executed, " + strconv.Itoa(info.failed) + " answered with an error"
+		}
+	case EventFailed:
+		detail = "the attempt failed"
+	case EventFailedTooManyCommands:
+		detail = "the service's commands do not fit the receive buffer or the batch limit"
+	case EventFailedDeviceNotClaimed:
+		detail = "the service does not know the device as claimed; claim it with its attestation token (provisiond token)"
+	case EventFailedWrongRootCA:
+		detail = "the service's certificate is not trusted"
+	case EventFailedNoValidDatetime:
+		detail = "the modem has no valid date and time to sign its token with"
+	case EventNeedLTEDeactivated:
+		detail = "taking the modem offline (CFUN=4) to run commands"
+	case EventNeedLTEActivated:
+		detail = "the modem's saved functional mode is restored"
+	case EventScheduledProvisioning:
+		detail = "next attempt at " + info.next.UTC().Format(time.RFC3339)
+	case EventFatalError:
+		detail = "provisioning cannot run"
+	}
+	if info.reason != "" {
+		detail += ": " + info.reason
+	}
+	return strings.TrimSpace("provisioning " + string(ev) + ": " + detail)
+}
+
+func commands(n int) string {
+	if n == 1 {
+		return "1 command"
+	}
+	return strconv.Itoa(n) + " commands"
 }
 
 // emit logs ev, keeps it for Status and queues the hooks.
@@ -68,7 +150,7 @@ func (d *Daemon) emit(ev Event, info eventInfo) {
 	hooks := d.hooks
 	d.mu.Unlock()
 
-	fields := []zap.Field{zap.String("event", string(ev))}
+	fields := []zap.Field{logging.Message(MessageID(ev), info.sentence(ev)), zap.String("event", string(ev))}
 	if info.attempt > 0 {
 		fields = append(fields, zap.Int("attempt", info.attempt))
 	}
@@ -88,7 +170,7 @@ func (d *Daemon) emit(ev Event, info eventInfo) {
 		fields = append(fields, logging.Secret("attestation_token", info.token))
 	}
 	level := eventLevel(ev)
-	if info.failed && level < zapcore.WarnLevel {
+	if info.failed > 0 && level < zapcore.WarnLevel {
 		level = zapcore.WarnLevel // NO_COMMANDS or DONE after a failed command is no success
 	}
 	if ce := d.log.Check(level, "provisioning event"); ce != nil {

@@ -1,6 +1,7 @@
-// Package logging builds the daemon's zap logger: structured entries on stderr, with the
-// sd-daemon priority prefix when stderr is connected to journald so that `journalctl -p`
-// filters by level, and a helper that keeps secrets (JWT, tokens, key material) out of logs.
+// Package logging builds the daemon's zap logger: structured entries on stderr, or, when
+// stderr is connected to journald, one native journal record per entry whose fields
+// `journalctl` can select by (with the sd-daemon priority prefix on the stream as the
+// fallback), and a helper that keeps secrets (JWT, tokens, key material) out of logs.
 package logging
 
 import (
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
@@ -29,9 +31,11 @@ const (
 type Config struct {
 	// Level is debug, info, warn or error; empty means info.
 	Level string
-	// Format is auto, json or console; empty means auto. Auto picks console lines without a
-	// timestamp under journald (journald stamps each entry itself), console lines with a
-	// timestamp on a terminal, and JSON otherwise (files and pipes feed log collectors).
+	// Format is auto, json or console; empty means auto. Auto picks journald's native
+	// protocol when Writer is the journal stream (console lines without a timestamp on that
+	// stream when the native socket refuses an entry), console lines with a timestamp on a
+	// terminal, and JSON otherwise (files and pipes feed log collectors). An explicit json
+	// or console under journald writes those lines to the stream, each with its priority.
 	Format string
 	// Writer receives the entries; nil means os.Stderr. Journald is detected only when
 	// Writer is an *os.File whose device and inode match JOURNAL_STREAM.
@@ -41,6 +45,13 @@ type Config struct {
 	// Atomic, when set (zap.NewAtomicLevel()), is the level the logger filters by: New
 	// sets it to Level, and later SetLevel calls change the running logger (SIGHUP reload).
 	Atomic zap.AtomicLevel
+	// JournalFields are added to every native journal record (e.g. PROVISIOND_MODEM_PORT):
+	// what identifies this daemon's entries among several instances. Other outputs leave
+	// them out.
+	JournalFields map[string]string
+
+	// send replaces journal.Send in tests.
+	send sendFunc
 }
 
 // ParseLevel maps a configured level name onto zap's level; empty means info.
@@ -82,6 +93,7 @@ func New(cfg Config) (*zap.Logger, error) {
 	journal := file != nil && IsJournalStream(file, env("JOURNAL_STREAM"))
 
 	format := strings.ToLower(cfg.Format)
+	native := journal && (format == "" || format == FormatAuto)
 	switch format {
 	case "", FormatAuto:
 		if journal || (file != nil && isTerminal(file)) {
@@ -115,6 +127,14 @@ func New(cfg Config) (*zap.Logger, error) {
 	var core zapcore.Core
 	if journal {
 		core = &journalCore{LevelEnabler: atomic, enc: enc, out: out}
+		if native {
+			send := cfg.send
+			if send == nil {
+				send = sdjournal.Send
+			}
+			core = &nativeCore{LevelEnabler: atomic, send: send, ident: identifier(),
+				static: cfg.JournalFields, fallback: core}
+		}
 	} else {
 		core = zapcore.NewCore(enc, out, atomic)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"unsafe"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -27,10 +28,13 @@ type PTY struct {
 	mu     sync.Mutex // guards the fields below
 	master *os.File   // nil while unplugged
 	slave  *os.File   // held open so the master never sees a hang-up between clients
-	path   string
-	done   chan struct{} // closed when the current serve goroutine ends
-	err    error         // why the last serve goroutine ended
-	closed bool
+	// release watches the slave for its clients' opens and closes (inotify); closing it
+	// ends the goroutine that releases the line when the last client goes away.
+	release *os.File
+	path    string
+	done    chan struct{} // closed when the current serve goroutine ends
+	err     error         // why the last serve goroutine ended
+	closed  bool
 	// unlinkErr is why the Link could not be removed when an UnplugDuring fault or
 	// Modem.Unplug cut the line; the next Unplug, Replug or Close returns it.
 	unlinkErr error
@@ -75,6 +79,16 @@ func (p *PTY) plugLocked() error {
 			return err
 		}
 	}
+	release, err := watchClients(p.path)
+	if err != nil {
+		_ = p.removeLink()
+		_ = master.Close()
+		_ = slave.Close()
+		p.master, p.slave = nil, nil
+		return err
+	}
+	p.release = release
+	go releaseOnLastClose(release, slave)
 	done := make(chan struct{})
 	p.done = done
 	go func() {
@@ -120,6 +134,69 @@ func openRawPTY() (master, slave *os.File, err error) {
 		return nil, nil, err
 	}
 	return master, s, nil
+}
+
+// watchClients starts an inotify watch on the slave at path for opens and closes. The
+// simulator's own descriptor was opened before the watch, so every event is a client's.
+func watchClients(path string) (*os.File, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("simmodem: watch clients: %w", err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_OPEN|unix.IN_CLOSE); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("simmodem: watch clients of %s: %w", path, err)
+	}
+	// Non-blocking, so the runtime poller serves Read and Close ends a pending one.
+	return os.NewFile(uintptr(fd), "inotify:"+path), nil
+}
+
+// releaseOnLastClose releases the line as the kernel does for a USB ACM port: when the last
+// client's descriptor closes (a clean close or the kernel closing a killed process's), the
+// tty's exclusive flag (TIOCEXCL, which go.bug.st/serial sets) is cleared. A real port's tty
+// is freed on its last close and the flag goes with it; the pty's slave stays allocated
+// because the simulator holds it open, so without this a client killed by SIGKILL would
+// leave the port busy for every later non-root client ("Serial port busy"; root ignores the
+// flag). Events are counted a whole read at a time, so a client that opened in the same
+// batch keeps its flag. It returns when watch is closed.
+func releaseOnLastClose(watch, slave *os.File) {
+	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	clients := 0
+	for {
+		n, err := watch.Read(buf)
+		if err != nil {
+			return // closed by closeFilesLocked
+		}
+		closed := false
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			switch {
+			case ev.Mask&unix.IN_OPEN != 0:
+				clients++
+			case ev.Mask&unix.IN_CLOSE != 0:
+				clients--
+				closed = true
+			}
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+		}
+		if clients < 0 {
+			clients = 0
+		}
+		if closed && clients == 0 {
+			clearExclusive(slave)
+		}
+	}
+}
+
+// clearExclusive issues TIOCNXCL on the tty of f; an error means the line is going away.
+func clearExclusive(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, _, _ = unix.Syscall(unix.SYS_IOCTL, fd, unix.TIOCNXCL, 0)
+	})
 }
 
 // makeRaw applies cfmakeraw(3) to f: no echo, no CR/LF translation, no signals, 8 bits.
@@ -209,9 +286,10 @@ func (p *PTY) closeFilesLocked() error {
 		return nil
 	}
 	err := p.removeLink()
+	_ = p.release.Close()
 	_ = p.master.Close()
 	_ = p.slave.Close()
-	p.master, p.slave = nil, nil
+	p.master, p.slave, p.release = nil, nil, nil
 	return err
 }
 
