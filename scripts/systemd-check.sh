@@ -271,7 +271,7 @@ done
 # c COMMAND...: run COMMAND inside the container (its namespaces and root), with a clean
 # environment and a time limit (CT seconds, default 30).
 c() {
-	timeout "${CT:-30}" nsenter --target "$leader" --all --root --wd=/ -- \
+	timeout "${CT:-30}" nsenter --target "$leader" --all --root --wd -- \
 		/usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 SYSTEMD_COLORS=0 SYSTEMD_PAGER= "$@"
 }
 # Until PID 1 serves its private bus socket, systemctl cannot ask it anything.
@@ -404,13 +404,15 @@ else
 fi
 
 # --- 2. the modem appears -----------------------------------------------------------------------
-# modem NAME LINK: an nrf91sim unit NAME with its pty at LINK, and its identity registered with
+# modem NAME LINK LATENCY: an nrf91sim unit NAME with its pty at LINK, LATENCY per command (long
+# enough for the stop check to catch a batch), and its identity registered with
 # the simulated service (a real device is known to nRF Cloud from the factory).
 modem() {
-	local name=$1 link=$2 uuid
+	local name=$1 link=$2 latency=$3 uuid
+	c mkdir -p "$(dirname "$link")"
 	c systemd-run --quiet --unit="$name" -p RuntimeDirectory="$name" -p StateDirectory="$name" \
 		/srv/provisiond-check/nrf91sim --link "$link" --identity "/var/lib/$name/identity.pem" \
-		--public-identity "/run/$name/identity.pub.pem" --uuid-file "/run/$name/uuid" --latency 150ms ||
+		--public-identity "/run/$name/identity.pub.pem" --uuid-file "/run/$name/uuid" --latency "$latency" ||
 		die "systemd-run $name"
 	wait_for 20 c test -e "$link" -a -s "/run/$name/uuid" || die "$name: no pty at $link: $(journal_tail "$name")"
 	uuid=$(c cat "/run/$name/uuid")
@@ -424,7 +426,7 @@ udev_standin() {
 	c chgrp dialout "$pty" && c chmod 0660 "$pty" || die "chgrp/chmod $pty"
 	[ -z "${2:-}" ] || c ln -sfn "$pty" "$2" || die "ln -s $pty $2"
 }
-modem nrf91sim /run/nrf91sim/tty
+modem nrf91sim /run/nrf91sim/tty 250ms
 uuid_a=$(c cat /run/nrf91sim/uuid)
 # Found online, as in the field: the daemon must give it back online.
 c /srv/provisiond-check/at /run/nrf91sim/tty AT+CFUN=1 | grep -qx OK || die "AT+CFUN=1 to the simulated modem"
@@ -433,10 +435,11 @@ t0=$(date +%s)
 if wait_for 45 modem_answers; then
 	pid=$(show provisiond.service MainPID)
 	st="$(show provisiond.service ActiveState)/$(show provisiond.service SubState)"
-	if [ "$(user_of "$pid")" = provisiond ] && [ "$st" = active/running ]; then
-		pass modem-opened "opened $port_a $(($(date +%s) - t0)) s after it appeared, as user provisiond; $st, STATUS=\"$(show provisiond.service StatusText)\""
+	stext=$(show provisiond.service StatusText)
+	if [ "$(user_of "$pid")" = provisiond ] && [ "$st" = active/running ] && [[ $stext != *"waiting for the modem"* ]]; then
+		pass modem-opened "opened $port_a $(($(date +%s) - t0)) s after it appeared, as user provisiond; $st, STATUS=\"$stext\""
 	else
-		failed modem-opened "modem answers, but the daemon runs as $(user_of "$pid") and the unit is $st"
+		failed modem-opened "the modem answers the daemon (user $(user_of "$pid")), unit $st, but STATUS still says \"$stext\""
 	fi
 else
 	failed modem-opened "the daemon did not open $port_a within 45 s: $(journal_tail provisiond.service)"
@@ -500,7 +503,7 @@ if wait_for 30 restarted; then
 	if wait_for 30 modem_answers; then
 		pass reopen-as-provisiond "PID $newpid (user provisiond) reopened $port_a $(($(date +%s) - t0)) s after the kill"
 	else
-		why=$(c journalctl -u provisiond.service --since "@$since" -o cat | grep -i -m1 -E 'busy|modem|serial' | cut -c1-140)
+		why=$(c journalctl _SYSTEMD_UNIT=provisiond.service --since "@$since" -o cat | grep -i -m1 -E 'busy|denied|serial|open' | cut -c1-140)
 		failed reopen-as-provisiond "PID $newpid has not reopened $port_a 30 s after the kill: ${why:-no journal line}"
 		# Go on with the modem released, so that the stop check tests the mode restore: clear
 		# the exclusive-use flag (TIOCNXCL) the killed daemon left on the pty, as root, and
@@ -566,33 +569,37 @@ else
 	msg=$(c journalctl -u provisiond.service -o cat --no-pager | grep -m1 '"DONE"' | cut -c1-120)
 	failed journal-fields "no entry with PROVISIOND_EVENT=DONE; the DONE entry reads: \"${msg:-none}\""
 fi
+# The unclaimed device's first attempt (before the claim above) logged FAILED_DEVICE_NOT_CLAIMED.
 catalog=/usr/lib/systemd/catalog/provisiond.catalog
+nc=$(c journalctl -u provisiond.service -o json --no-pager PROVISIOND_EVENT=FAILED_DEVICE_NOT_CLAIMED | tail -n1)
+id=""
+[ -n "$nc" ] && id=$(echo "$nc" | jq -r '.MESSAGE_ID // empty')
 xout=$(c journalctl -x -u provisiond.service --no-pager PROVISIOND_EVENT=FAILED_DEVICE_NOT_CLAIMED 2>&1)
 explain=$(echo "$xout" | sed -n 's/^░░ //p')
 if ! c test -s "$catalog"; then
 	failed journal-catalog "$catalog is not installed"
-elif ! c journalctl --list-catalog 2>/dev/null | grep -qi provisiond; then
-	failed journal-catalog "$catalog is installed but not in journald's catalog database (journalctl --update-catalog)"
-elif [ -z "$explain" ]; then
-	failed journal-catalog "journalctl -x shows no catalog text for FAILED_DEVICE_NOT_CLAIMED: $(echo "$xout" | tail -n1 | cut -c1-100)"
+elif [ -z "$id" ]; then
+	failed journal-catalog "no FAILED_DEVICE_NOT_CLAIMED entry with a MESSAGE_ID in the journal"
+elif ! c grep -qix -- "-- $id" "$catalog"; then
+	failed journal-catalog "MESSAGE_ID $id of FAILED_DEVICE_NOT_CLAIMED has no entry in $catalog"
+elif ! c journalctl --list-catalog --no-pager | grep -qi "^$id"; then
+	failed journal-catalog "$id is not in journald's catalog database (journalctl --update-catalog in postinst?)"
 elif ! echo "$explain" | grep -qi claim; then
-	failed journal-catalog "the catalog text for FAILED_DEVICE_NOT_CLAIMED does not say to claim the device: $(echo "$explain" | head -n2 | tr '\n' ' ')"
+	failed journal-catalog "journalctl -x shows no text about claiming for FAILED_DEVICE_NOT_CLAIMED: $(echo "${explain:-$xout}" | head -n2 | tr '\n' ' ' | cut -c1-120)"
 else
-	pass journal-catalog "journalctl -x, FAILED_DEVICE_NOT_CLAIMED: \"$(echo "$explain" | grep -v '^Subject' | grep -m1 -i claim | cut -c1-90)\""
+	pass journal-catalog "journalctl -x, FAILED_DEVICE_NOT_CLAIMED ($id): \"$(echo "$explain" | grep -v '^Subject' | grep -m1 -i claim | cut -c1-90)\""
 fi
 
 # --- 8. an instance of provisiond@.service for a named port -------------------------------------
-modem nrf91sim-b "$port_b"
+modem nrf91sim-b "$port_b" 20ms
 uuid_b=$(c cat /run/nrf91sim-b/uuid)
 udev_standin "$port_b"
 sim_env | c sh -c 'cat >/etc/provisiond/nrf91-000960123456.env'
-# As packaged the instance waits for its device unit, which only udev makes.
-c systemctl start --no-block "$inst"
-sleep 2
-devjob=$(c systemctl list-jobs --no-legend --plain | awk '{print $2, $3, $4}' | grep -m1 '^dev-nrf91-000960123456.device')
-c systemctl stop "$inst" >/dev/null 2>&1
+# As packaged the instance is bound to its device unit, which only udev makes.
+CT=20 c timeout 10 systemctl start "$inst" >/dev/null 2>&1
+rc=$?
 c systemctl cancel >/dev/null 2>&1
-say "  as packaged, with no udev: $inst is $(show "$inst" ActiveState); job: ${devjob:-none}"
+say "  as packaged, with no udev: systemctl start $inst: exit $rc, $(show "$inst" ActiveState); $(c journalctl -u dev-nrf91-000960123456.device -o cat --no-pager | tail -n1)"
 c sed -e '/^BindsTo=dev-%i\.device$/d' -e '/^After=dev-%i\.device$/d' /usr/lib/systemd/system/provisiond@.service |
 	c sh -c 'cat >/etc/systemd/system/provisiond@.service'
 removed=$(c diff /usr/lib/systemd/system/provisiond@.service /etc/systemd/system/provisiond@.service | grep '^<' | tr '\n' ' ')
