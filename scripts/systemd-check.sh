@@ -33,6 +33,7 @@
 # PROVISIOND_SYSTEMD_CHECK_SOURCES (apt sources file for the root; default the machine's own
 # Debian sources).
 set -uo pipefail
+# (pipefail: "cmd | grep -q" fails when grep stops reading early; grep a captured output instead.)
 cd "$(dirname "$0")/.."
 
 t_begin=$(date +%s)
@@ -383,6 +384,8 @@ wait_for() {
 	done
 }
 modem_answers() { c provisiond token "$@" >/dev/null; } # the daemon has the modem open
+# idle: the daemon made its first attempt and runs none now, so that the next one is ours.
+idle() { status_json | jq -e '.state == "idle" and .attempts >= 1'; }
 journal_tail() { c journalctl -u "$1" -o cat --no-pager -n "${2:-3}" | cut -c1-160 | tr '\n' '|'; }
 
 # --- 1. start without a modem ------------------------------------------------------------------
@@ -429,17 +432,20 @@ udev_standin() {
 modem nrf91sim /run/nrf91sim/tty 250ms
 uuid_a=$(c cat /run/nrf91sim/uuid)
 # Found online, as in the field: the daemon must give it back online.
-c /srv/provisiond-check/at /run/nrf91sim/tty AT+CFUN=1 | grep -qx OK || die "AT+CFUN=1 to the simulated modem"
+grep -qx OK <<<"$(c /srv/provisiond-check/at /run/nrf91sim/tty AT+CFUN=1)" || die "AT+CFUN=1 to the simulated modem"
 udev_standin /run/nrf91sim/tty "$port_a"
 t0=$(date +%s)
 if wait_for 45 modem_answers; then
+	# STATUS follows within moments (the first attempt may still run).
+	status_moved_on() { [[ $(show provisiond.service StatusText) != *"waiting for the modem"* ]]; }
+	wait_for 10 status_moved_on
 	pid=$(show provisiond.service MainPID)
 	st="$(show provisiond.service ActiveState)/$(show provisiond.service SubState)"
 	stext=$(show provisiond.service StatusText)
 	if [ "$(user_of "$pid")" = provisiond ] && [ "$st" = active/running ] && [[ $stext != *"waiting for the modem"* ]]; then
 		pass modem-opened "opened $port_a $(($(date +%s) - t0)) s after it appeared, as user provisiond; $st, STATUS=\"$stext\""
 	else
-		failed modem-opened "the modem answers the daemon (user $(user_of "$pid")), unit $st, but STATUS still says \"$stext\""
+		failed modem-opened "the modem answers the daemon (user $(user_of "$pid")), unit $st, but STATUS 10 s later says \"$stext\""
 	fi
 else
 	failed modem-opened "the daemon did not open $port_a within 45 s: $(journal_tail provisiond.service)"
@@ -451,6 +457,7 @@ token=$(c provisiond token 2>&1)
 if ! claim=$(apijson POST /v1/claimed-devices "{\"claimToken\": \"$token\"}" 2>&1); then
 	failed claim-job-done "claim with the token from 'provisiond token' failed: $(echo "$token $claim" | cut -c1-200)"
 else
+	wait_for 30 idle || say "  the daemon is not idle: $(status_json | jq -c '{state, attempts}')"
 	before=$(status_json | jq -r '.attempts // 0')
 	ok=1
 	for req in '{"clientCertificate": {}}' '{"config": {"properties": {"provisioning/interval-sec": "3600"}}}' '{"finished": {}}'; do
@@ -473,8 +480,8 @@ fi
 pid=$(show provisiond.service MainPID)
 since=$(date +%s.%N)
 sleep 0.1
-if c timeout 15 systemctl reload provisiond.service; then
-	reload_logged() { c journalctl -u provisiond.service --since "@$since" -o cat | grep -qi 'reload'; }
+if c timeout 15 systemctl reload provisiond.service 2>/dev/null; then
+	reload_logged() { grep -qi reload <<<"$(c journalctl -u provisiond.service --since "@$since" -o cat)"; }
 	wait_for 5 reload_logged
 	msg=$(c journalctl -u provisiond.service --since "@$since" -o cat | grep -m1 -i 'reload')
 	if [ -n "$msg" ] && [ "$(show provisiond.service MainPID)" = "$pid" ] && [ "$(show provisiond.service ActiveState)" = active ]; then
@@ -522,6 +529,7 @@ fi
 # middle of it and read the mode.
 nreq=8
 if modem_answers; then
+	wait_for 30 idle || say "  the daemon is not idle: $(status_json | jq -c '{state, attempts}')"
 	before=$(status_json | jq -r '.attempts // 0')
 	for _ in $(seq "$nreq"); do
 		apijson POST "/v1/claimed-devices/$uuid_a/provisioning" '{"description": "systemd-check stop", "request": {"atRequest": {"command": "AT%CMNG=1"}}}' >/dev/null ||
@@ -582,7 +590,7 @@ elif [ -z "$id" ]; then
 	failed journal-catalog "no FAILED_DEVICE_NOT_CLAIMED entry with a MESSAGE_ID in the journal"
 elif ! c grep -qix -- "-- $id" "$catalog"; then
 	failed journal-catalog "MESSAGE_ID $id of FAILED_DEVICE_NOT_CLAIMED has no entry in $catalog"
-elif ! c journalctl --list-catalog --no-pager | grep -qi "^$id"; then
+elif ! grep -qi "^$id" <<<"$(c journalctl --list-catalog --no-pager)"; then
 	failed journal-catalog "$id is not in journald's catalog database (journalctl --update-catalog in postinst?)"
 elif ! echo "$explain" | grep -qi claim; then
 	failed journal-catalog "journalctl -x shows no text about claiming for FAILED_DEVICE_NOT_CLAIMED: $(echo "${explain:-$xout}" | head -n2 | tr '\n' ' ' | cut -c1-120)"
