@@ -34,7 +34,7 @@
 # Debian sources).
 set -uo pipefail
 # (pipefail: "cmd | grep -q" fails when grep stops reading early; grep a captured output instead.)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 t_begin=$(date +%s)
 say() { echo "systemd-check: [$(($(date +%s) - t_begin))s] $*"; }
@@ -108,14 +108,14 @@ teardown() {
 	[ "$torn_down" = 1 ] && return "$teardown_rc"
 	torn_down=1
 	teardown_rc=0
-	local i cg p left
+	local cg p left
 	if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
 		if [ -n "$leader" ] && kill -0 "$leader" 2>/dev/null; then
 			kill -s SIGRTMIN+4 "$leader" 2>/dev/null # systemd: poweroff
 		else
 			kill -TERM "$nspawn_pid" 2>/dev/null
 		fi
-		for i in $(seq 100); do
+		for _ in $(seq 100); do
 			kill -0 "$nspawn_pid" 2>/dev/null || break
 			sleep 0.2
 		done
@@ -134,7 +134,7 @@ teardown() {
 	done
 	for cg in "${cgroups[@]}"; do
 		[ -d "$cg" ] || continue
-		for i in $(seq 50); do
+		for _ in $(seq 50); do
 			left=$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
 			[ -z "$left" ] && break
 			for p in $left; do kill -KILL "$p" 2>/dev/null; done
@@ -372,7 +372,7 @@ c systemctl daemon-reload
 
 # Helpers for the daemon.
 show() { c systemctl show -P "$2" "$1"; } # show UNIT PROPERTY
-status_json() { c provisiond status --json "$@" 2>/dev/null; }
+status_json() { c provisiond status --json 2>/dev/null; }
 user_of() { c stat -c %U "/proc/$1" 2>/dev/null; }
 # wait_for SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds; 1 on timeout.
 wait_for() {
@@ -383,6 +383,7 @@ wait_for() {
 		sleep 0.2
 	done
 }
+# shellcheck disable=SC2120 # modem_answers --socket PATH for the instance
 modem_answers() { c provisiond token "$@" >/dev/null; } # the daemon has the modem open
 # idle: the daemon made its first attempt and runs none now, so that the next one is ours.
 idle() { status_json | jq -e '.state == "idle" and .attempts >= 1'; }
@@ -481,13 +482,14 @@ pid=$(show provisiond.service MainPID)
 since=$(date +%s.%N)
 sleep 0.1
 if c timeout 15 systemctl reload provisiond.service 2>/dev/null; then
-	reload_logged() { grep -qi reload <<<"$(c journalctl -u provisiond.service --since "@$since" -o cat)"; }
+	# The daemon's own lines (not systemd's "Reloading ..."): it took the SIGHUP.
+	reload_logged() { grep -qi reload <<<"$(c journalctl "_PID=$pid" --since "@$since" -o cat)"; }
 	wait_for 5 reload_logged
-	msg=$(c journalctl -u provisiond.service --since "@$since" -o cat | grep -m1 -i 'reload')
+	msg=$(c journalctl "_PID=$pid" --since "@$since" -o cat | grep -m1 -i 'reload')
 	if [ -n "$msg" ] && [ "$(show provisiond.service MainPID)" = "$pid" ] && [ "$(show provisiond.service ActiveState)" = active ]; then
 		pass reload "systemctl reload: same PID $pid, active; journal: \"$(echo "$msg" | cut -c1-80)\""
 	else
-		failed reload "after systemctl reload: PID $(show provisiond.service MainPID) (was $pid), $(show provisiond.service ActiveState); journal: \"${msg:-no reload line}\""
+		failed reload "after systemctl reload: PID $(show provisiond.service MainPID) (was $pid), $(show provisiond.service ActiveState); the daemon's journal: \"${msg:-no reload line}\""
 	fi
 else
 	failed reload "systemctl reload failed: $(journal_tail provisiond.service)"
