@@ -215,7 +215,7 @@ exec 9>"$cache/.lock"
 flock 9
 if [ ! -x "$root/lib/systemd/systemd" ]; then
 	step "building the Debian $suite root ($packages) into $root (cached for later runs)"
-	rm -rf "$cache"/root-* "$cache"/building-*
+	rm -rf "$cache"/building-*
 	t0=$(date +%s)
 	if ! mmdebstrap --mode=root --variant=minbase --include="$packages" "${aptopts[@]}" \
 		--customize-hook='echo provisiond-check >"$1/etc/hostname"' \
@@ -227,6 +227,7 @@ if [ ! -x "$root/lib/systemd/systemd" ]; then
 		fi
 		die "mmdebstrap failed (above)"
 	fi
+	rm -rf "$cache"/root-* # roots of other package lists
 	mv "$cache/building-$key" "$root"
 	step "root built in $(($(date +%s) - t0)) s ($(du -sh "$root" | cut -f1))"
 else
@@ -247,6 +248,12 @@ if [ ! -d /run/systemd/system ]; then
 			[ -d "/sys/fs/cgroup/$h" ] && cgroups+=("/sys/fs/cgroup/$h/$machine")
 		done
 	fi
+	# Groups of an earlier run that was killed outright (no trap ran): empty, their PID gone.
+	for old in /sys/fs/cgroup/provisiond-check-* /sys/fs/cgroup/*/provisiond-check-*; do
+		[ -d "$old" ] && ! kill -0 "${old##*-}" 2>/dev/null || continue
+		[ -z "$(find "$old" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] &&
+			find "$old" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
 	for cg in "${cgroups[@]}"; do mkdir "$cg" || die "cannot make cgroup $cg"; done
 fi
 step "booting $root as $machine (systemd-nspawn --boot --volatile=overlay --private-network)"
