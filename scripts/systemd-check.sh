@@ -461,11 +461,13 @@ fi
 
 # --- 3. claim + job -> DONE ---------------------------------------------------------------------
 done_attempt=0
+# The first attempt runs while the device is registered but unclaimed (FAILED_DEVICE_NOT_CLAIMED,
+# whose catalog text the journal check reads); claim only after it.
+wait_for 30 idle || say "  no first attempt yet: $(status_json | jq -c '{state, attempts}')"
 token=$(c provisiond token 2>&1)
 if ! claim=$(apijson POST /v1/claimed-devices "{\"claimToken\": \"$token\"}" 2>&1); then
 	failed claim-job-done "claim with the token from 'provisiond token' failed: $(echo "$token $claim" | cut -c1-200)"
 else
-	wait_for 30 idle || say "  the daemon is not idle: $(status_json | jq -c '{state, attempts}')"
 	before=$(status_json | jq -r '.attempts // 0')
 	ok=1
 	for req in '{"clientCertificate": {}}' '{"config": {"properties": {"provisioning/interval-sec": "3600"}}}' '{"finished": {}}'; do
