@@ -54,6 +54,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = provisiond ] || fail "Package is $(field Package)"
 [ "$(field Version)" = "${version}-1" ] || fail "Version is $(field Version), want ${version}-1"
 field Depends | grep -qw adduser || fail "Depends lacks adduser: $(field Depends)"
+field Depends | grep -qw procps || fail "Depends lacks procps (ExecReload runs /bin/kill): $(field Depends)"
 dpkg-deb --ctrl-tarfile "$deb" | tar -x -C "$tmp" ./conffiles ./postinst ./prerm ./postrm
 [ "$(cat "$tmp/conffiles")" = /etc/provisiond/provisiond.yaml ] ||
 	fail "conffiles is '$(cat "$tmp/conffiles")', want /etc/provisiond/provisiond.yaml"
