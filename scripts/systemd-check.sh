@@ -198,7 +198,10 @@ if [ -z "$sources" ]; then
 	done
 fi
 [ -n "$sources" ] && [ -s "$sources" ] || skip "no apt sources to build a Debian root from"
-packages="systemd,systemd-sysv,dbus,adduser,curl"
+# The package's own Depends must be in the root already: dpkg -i installs no dependency and
+# the container has no network. Read them from deploy/nfpm.yaml so the two lists cannot drift.
+depends=$(awk '/^depends:/{on=1; next} on && /^[^ #]/{on=0} on && /^  - /{print $2}' deploy/nfpm.yaml | paste -sd, -)
+packages="systemd,systemd-sysv,dbus,curl${depends:+,$depends}"
 aptopts=()
 # The machine's apt may accept archive snapshots whose Release files have expired.
 eval "$(apt-config shell valid_until Acquire::Check-Valid-Until)"
