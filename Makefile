@@ -10,7 +10,7 @@ STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
 PKGS        := ./...
 
-.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak test-arch bench-floor sizes
+.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak test-arch sizes
 
 all: build
 
@@ -77,11 +77,6 @@ test-arch:
 # Where the bytes of the stripped provisiond binary go, per module (BENCHMARKS.md §4.8).
 sizes:
 	$(GO) run ./bench/sizes
-
-# Wall time of an attempt against the least it could cost, with the typical modem timing
-# profile and a network round trip of 50 and 300 ms (BENCHMARKS.md §4.9).
-bench-floor: build
-	$(GO) run ./bench/floor -bin $(BIN)/provisiond
 
 clean:
 	rm -rf $(BIN) dist
