@@ -10,7 +10,7 @@ STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
 PKGS        := ./...
 
-.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak test-arch sizes
+.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak test-arch sizes bench-floor
 
 all: build
 
@@ -77,6 +77,11 @@ test-arch:
 # Where the bytes of the stripped provisiond binary go, per module (BENCHMARKS.md §4.8).
 sizes:
 	$(GO) run ./bench/sizes
+
+# Wall time of an attempt against the least it could cost: typical modem timing, 115200 baud,
+# a network round trip of 50 and 300 ms, both transports (BENCHMARKS.md §4.9).
+bench-floor: build
+	$(GO) run ./bench/floor -bin $(BIN)/provisiond -n 3 -trace
 
 clean:
 	rm -rf $(BIN) dist
