@@ -11,9 +11,12 @@
 # e2e is not in the default list: its tests start the daemon built for the target CPU as a
 # child process, and without binfmt_misc the kernel cannot exec a foreign binary.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
+# need (scripts/lib/need.sh) calls these two.
+# shellcheck disable=SC2317
 fail() { echo "test-arch: FAIL: $*" >&2; exit 1; }
+# shellcheck disable=SC2317
 step() { echo "test-arch: $*"; }
 
 # shellcheck source=lib/need.sh
