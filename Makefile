@@ -10,7 +10,7 @@ STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
 PKGS        := ./...
 
-.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak
+.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak test-arch sizes bench-floor
 
 all: build
 
@@ -68,6 +68,20 @@ scale: build
 	$(GO) run ./bench/scale -bin $(BIN)/provisiond -n 64 -transport mixed
 soak: build
 	$(GO) run ./bench/soak -bin $(BIN)/provisiond -n $(SOAK_N)
+
+# The unit tests of every package for arm64 and armhf under qemu-user (no binfmt needed); takes
+# tens of minutes on 2 cores, so it is not part of `make test` or .ci/run.
+test-arch:
+	./scripts/test-arch.sh arm64 armhf
+
+# Where the bytes of the stripped provisiond binary go, per module (BENCHMARKS.md §4.8).
+sizes:
+	$(GO) run ./bench/sizes
+
+# Wall time of an attempt against the least it could cost: typical modem timing, 115200 baud,
+# a network round trip of 50 and 300 ms, both transports (BENCHMARKS.md §4.9).
+bench-floor: build
+	$(GO) run ./bench/floor -bin $(BIN)/provisiond -n 3 -trace
 
 clean:
 	rm -rf $(BIN) dist

@@ -32,6 +32,7 @@ type options struct {
 	publicIdentity string
 	uuidFile       string
 	latency        time.Duration
+	timing         string
 	baud           int
 	echo           bool
 	chip           string
@@ -50,6 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.publicIdentity, "public-identity", "", "write the identity public key PEM to `FILE` (for the simulated service)")
 	fs.StringVar(&o.uuidFile, "uuid-file", "", "write the device UUID to `FILE`")
 	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "processing time of every command (0 for tests)")
+	fs.StringVar(&o.timing, "timing", "zero", "time per command class: zero, typical, or a YAML/JSON `FILE` (docs/simulators.md, \"Timing profiles\")")
 	fs.IntVar(&o.baud, "baud", 115200, "simulated line rate in both directions (0 = unlimited)")
 	fs.BoolVar(&o.echo, "echo", false, "start with command echo on (ATE1)")
 	fs.StringVar(&o.chip, "chip", simmodem.ChipNRF9161, "chip to simulate: nrf9160, nrf9161 or nrf9151")
@@ -94,6 +96,11 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 		Chip: o.chip, Latency: o.latency, Baud: o.baud, Echo: o.echo, LineEnding: o.lineEnding,
 		Banner: o.banner, ClockValid: o.clockValid, Link: o.link,
 	}
+	timing, err := simmodem.ParseTiming(o.timing)
+	if err != nil {
+		return err
+	}
+	cfg.Timing = timing
 	if o.identity != "" {
 		key, _, err := attest.LoadOrCreateKey(o.identity)
 		if err != nil {

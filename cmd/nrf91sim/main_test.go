@@ -121,6 +121,8 @@ func TestRunErrors(t *testing.T) {
 		{"bad chip", options{chip: "nrf52"}},
 		{"bad identity", options{identity: bad}},
 		{"bad line ending", options{lineEnding: "x"}},
+		{"bad timing profile", options{timing: "fast"}},
+		{"missing timing file", options{timing: filepath.Join(dir, "none.yaml")}},
 		{"unwritable uuid file", options{uuidFile: filepath.Join(dir, "missing", "uuid")}},
 	}
 	for _, tt := range tests {
@@ -133,11 +135,11 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"--link", "/tmp/x", "--latency", "0", "--baud", "0", "--echo", "--chip", "nrf9160"}, io.Discard)
+	o, err := parseFlags([]string{"--link", "/tmp/x", "--latency", "0", "--baud", "0", "--echo", "--chip", "nrf9160", "--timing", "typical"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.link != "/tmp/x" || o.latency != 0 || o.baud != 0 || !o.echo || o.chip != "nrf9160" {
+	if o.link != "/tmp/x" || o.latency != 0 || o.baud != 0 || !o.echo || o.chip != "nrf9160" || o.timing != "typical" {
 		t.Fatalf("options %+v", o)
 	}
 	if _, err := parseFlags([]string{"extra"}, io.Discard); err == nil {

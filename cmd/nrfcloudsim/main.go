@@ -61,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	coapAddr := fs.String("coap", "127.0.0.1:5684", "CoAP/DTLS (UDP) listen `address`")
 	stateDir := fs.String("state-dir", "", "`directory` for ca.pem and the server certificate; an existing CA there is reused (default: a temporary directory removed on exit)")
 	apiKey := fs.String("api-key", simcloud.DefaultAPIKey, "bearer `key` of the owner API")
+	rtt := fs.Duration("rtt", 0, "simulated network round-trip `time`: one per request, a handshake's round trips per TLS/DTLS handshake")
+	processing := fs.Duration("processing-delay", 0, "the service's own `time` per request, on top of --rtt")
 	quiet := fs.Bool("quiet", false, "do not print diagnostics (TLS/DTLS errors, refused requests) to stderr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	var devices deviceFlags
@@ -79,7 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 
-	cfg := simcloud.Config{HTTPAddr: *httpAddr, CoAPAddr: *coapAddr, StateDir: *stateDir, APIKey: *apiKey}
+	cfg := simcloud.Config{HTTPAddr: *httpAddr, CoAPAddr: *coapAddr, StateDir: *stateDir, APIKey: *apiKey,
+		RTT: *rtt, Processing: *processing}
 	if !*quiet {
 		var mu sync.Mutex // Logf is called from the server's goroutines
 		cfg.Logf = func(format string, a ...any) {

@@ -94,6 +94,8 @@ func TestRunErrors(t *testing.T) {
 		{name: "unknown flag", args: []string{"--nope"}, want: "not defined"},
 		{name: "stray argument", args: []string{"serve"}, want: "unexpected arguments"},
 		{name: "bad address", args: []string{"--http", "256.0.0.1:1"}, want: "listen https"},
+		{name: "negative rtt", args: []string{"--rtt", "-1ms"}, want: "negative"},
+		{name: "negative processing delay", args: []string{"--processing-delay", "-1ms"}, want: "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,7 +43,7 @@ func (s *Server) newCoAP() (*coapnet.DTLSListener, *server.Server, error) {
 		ScopeLevels:     map[string]logging.LogLevel{},
 	}
 	ln, err := coapnet.NewDTLSListener("udp", s.cfg.CoAPAddr, coapnet.NewDTLSServerOptions(
-		piondtls.WithCertificates(s.ca.server),
+		s.dtlsCertificate(),
 		piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(8)),
 		piondtls.WithLoggerFactory(lf),
 	))
@@ -57,7 +57,7 @@ func (s *Server) newCoAP() (*coapnet.DTLSListener, *server.Server, error) {
 		pathCommands: s.coapFetch,
 		pathResponse: s.coapUpload,
 	} {
-		if err := router.Handle(path, h); err != nil {
+		if err := router.Handle(path, s.delayCoAP(h)); err != nil {
 			ln.Close()
 			return nil, nil, fmt.Errorf("simcloud: coap route %s: %w", path, err)
 		}

@@ -90,6 +90,12 @@ type Config struct {
 	MaxJobs int
 	// SessionLifetime is the Max-Age returned with CoAP auth; default 30 days.
 	SessionLifetime time.Duration
+	// RTT is the simulated network round-trip time: every request waits one RTT before it is
+	// served, and every TLS or DTLS handshake its number of round trips (delay.go). Zero (the
+	// default) adds nothing.
+	RTT time.Duration
+	// Processing is the service's own time per request, added to RTT. Zero adds nothing.
+	Processing time.Duration
 }
 
 // DefaultAPIKey is the owner API key when Config.APIKey is empty.
@@ -145,8 +151,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionLifetime == 0 {
 		cfg.SessionLifetime = 30 * 24 * time.Hour
 	}
-	if cfg.ClockSkew < 0 || cfg.MaxJobs < 0 || cfg.SessionLifetime < 0 {
-		return nil, fmt.Errorf("simcloud: negative ClockSkew, MaxJobs or SessionLifetime: %w", ErrInvalid)
+	if cfg.ClockSkew < 0 || cfg.MaxJobs < 0 || cfg.SessionLifetime < 0 || cfg.RTT < 0 || cfg.Processing < 0 {
+		return nil, fmt.Errorf("simcloud: negative ClockSkew, MaxJobs, SessionLifetime, RTT or Processing: %w", ErrInvalid)
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -196,8 +202,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.httpLn = ln
 	s.httpSrv = &http.Server{
-		Handler:           s.routes(),
-		TLSConfig:         s.tlsConfig(),
+		Handler:           s.delayHTTP(s.routes()),
+		TLSConfig:         s.delayTLSHandshake(s.tlsConfig()),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          log.New(logWriter{s.logf}, "", 0),
 		// An empty map disables HTTP/2: the device speaks HTTP/1.1, and a dropped-connection

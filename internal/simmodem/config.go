@@ -50,6 +50,8 @@ type Config struct {
 	FunctionalMode int
 	// Latency is the processing time of every command before its answer (0 for tests).
 	Latency time.Duration
+	// Timing adds a time per class of command (timing.go); the zero value adds none.
+	Timing Timing
 	// RegistrationDelay is the time from +CFUN=1 to the registration URC. Zero means 20 ms.
 	RegistrationDelay time.Duration
 	// RegStatus is the +CEREG status reached when online: 1 home (default) or 5 roaming.

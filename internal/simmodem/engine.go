@@ -155,7 +155,7 @@ func (s *session) execute(ctx context.Context, raw string, tooLong bool) error {
 	if err := m.waitStall(ctx); err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, m.cfg.Latency); err != nil {
+	if err := sleepCtx(ctx, m.cfg.Latency+m.cfg.Timing.For(raw)); err != nil {
 		return err
 	}
 	var r reply
