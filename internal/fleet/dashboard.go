@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,12 +49,25 @@ type PageData struct {
 // Tile is one instance's tile.
 type Tile struct {
 	Row
-	Class    Class          `json:"class"`
-	Step     string         `json:"step"`     // Progress() of the running attempt
-	Fraction float64        `json:"fraction"` // through the current batch, 0…1
-	Last     string         `json:"last,omitempty"`
-	Reason   string         `json:"reason,omitempty"`
-	Timeline []status.Event `json:"timeline"` // the last attempts' endings, oldest first
+	Class    Class   `json:"class"`
+	Step     string  `json:"step"`     // Progress() of the running attempt
+	Fraction float64 `json:"fraction"` // through the current batch, 0…1
+	Last     string  `json:"last,omitempty"`
+	Reason   string  `json:"reason,omitempty"`
+	Timeline []Mark  `json:"timeline"` // the last attempts' endings, oldest first
+}
+
+// Mark is one attempt's ending on a tile's timeline.
+type Mark struct {
+	Time   time.Time `json:"time"`
+	Event  string    `json:"event"`
+	Reason string    `json:"reason,omitempty"`
+	OK     bool      `json:"ok"`
+}
+
+// ending reports whether e ends an attempt (rather than starting, stopping or scheduling one).
+func ending(e status.EventName) bool {
+	return e == "DONE" || e == "NO_COMMANDS" || e == "FATAL_ERROR" || strings.HasPrefix(string(e), "FAILED")
 }
 
 // timelineLen is how many past attempts a tile shows.
@@ -64,7 +78,7 @@ func Page(s Snapshot) PageData {
 	p := PageData{Time: s.Time, Counts: Count(s), Instances: make([]Tile, 0, len(s.Instances))}
 	var sum float64
 	for _, r := range s.Instances {
-		t := Tile{Row: r, Class: Classify(r), Step: "-", Timeline: []status.Event{}}
+		t := Tile{Row: r, Class: Classify(r), Step: "-", Timeline: []Mark{}}
 		if st := r.Status; st != nil {
 			t.Step = Progress(st.Progress)
 			if pr := st.Progress; pr != nil && pr.Commands > 0 {
@@ -74,8 +88,10 @@ func Page(s Snapshot) PageData {
 				t.Last, t.Reason = string(la.Event), Reason(la)
 			}
 			for _, e := range st.Events {
-				if e.Event != "START" && e.Event != "STOP" {
-					t.Timeline = append(t.Timeline, e)
+				if ending(e.Event) {
+					// A NO_COMMANDS with a reason followed a failed command.
+					ok := e.Event == "DONE" || (e.Event == "NO_COMMANDS" && e.Reason == "")
+					t.Timeline = append(t.Timeline, Mark{Time: e.Time, Event: string(e.Event), Reason: e.Reason, OK: ok})
 				}
 			}
 			if n := len(t.Timeline); n > timelineLen {
@@ -99,10 +115,23 @@ func Page(s Snapshot) PageData {
 // Handler returns the dashboard's routes.
 func (d *Dashboard) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		// The page comes with the data of the moment, so it is complete on its first paint
+		// (and a browser that does not run the event stream still sees the station).
+		data := d.current()
+		if data == nil {
+			if s, err := d.Collector.Collect(r.Context()); err == nil {
+				data, _ = json.Marshal(Page(s))
+			}
+		}
+		if data == nil {
+			data = []byte("null")
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
-		w.Write(pageHTML)
+		// json.Marshal escapes <, > and &, so the data cannot end the script element.
+		w.Write(bytes.Replace(pageHTML, []byte(initialMark), data, 1))
 	})
 	mux.HandleFunc("GET /api/instances", func(w http.ResponseWriter, r *http.Request) {
 		s, err := d.Collector.Collect(r.Context())
@@ -124,6 +153,15 @@ func (d *Dashboard) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /events", d.events)
 	return mux
+}
+
+// initialMark is the place in the page where the data of the moment goes.
+const initialMark = "/*INITIAL*/null"
+
+func (d *Dashboard) current() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.latest
 }
 
 func (d *Dashboard) fail(w http.ResponseWriter, err error) {

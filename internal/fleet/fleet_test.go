@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -308,20 +309,29 @@ func TestDashboardPushesChanges(t *testing.T) {
 		p.Counts != (Counts{Done: 1, Running: 1}) || p.Instances[0].Step != "batch 1 cmd 3/7" {
 		t.Fatalf("first page: %+v", p)
 	}
-	a.set(done("u-a"))
+	fin := done("u-a")
+	fin.Events = []status.Event{{Event: "START"}, {Event: "NO_COMMANDS", Reason: "command AT%KEYGEN failed"}, {Event: "STOP"},
+		{Event: "SCHEDULED_PROVISIONING"}, {Event: "START"}, {Event: "DONE"}, {Event: "STOP"}}
+	a.set(fin)
 	p = nextPage()
 	if p.Instances[0].Class != ClassDone || p.Counts != (Counts{Done: 2}) || p.Progress != 1 {
 		t.Fatalf("after a finished: %+v", p)
 	}
+	if tl := p.Instances[0].Timeline; len(tl) != 2 || tl[0].OK || tl[0].Event != "NO_COMMANDS" || !tl[1].OK || tl[1].Event != "DONE" {
+		t.Errorf("timeline %+v, want a failed NO_COMMANDS then a DONE", tl)
+	}
 
-	for _, path := range []string{"/", "/api/instances", "/metrics"} {
+	// The page comes with the data of the moment; the API and the metrics answer.
+	for path, want := range map[string]string{"/": `"instance":"a"`, "/api/instances": `"instance": "b"`,
+		"/metrics": `provisiond_up{instance="a",device_uuid="u-a"} 1`} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("GET %s: %s", path, resp.Status)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %s, want %q in:\n%s", path, resp.Status, want, body)
 		}
 	}
 }
