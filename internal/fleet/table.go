@@ -28,7 +28,7 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 			last, reason = string(la.Event), Reason(la)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Instance, dash(st.Port), dash(st.DeviceUUID),
-			dash(r.IMEI), st.State, Progress(st.Progress), last, Next(st, now), st.OutboxPending, reason)
+			dash(r.IMEI), st.State, Progress(st.Progress), last, Next(st, now), st.OutboxPending, dash(reason))
 	}
 	return tw.Flush()
 }
