@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -105,15 +106,25 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 	}
 	say("▸ %d boards plugged in, each instance's modem answering (%.1fs); run folder %s", len(boards), time.Since(started).Seconds(), runDir)
 
-	// The dashboard, for a person to watch while the demo runs.
-	dash := exec.CommandContext(ctx, bin, "dashboard", "--run-dir", runDir, "--listen", o.listen)
+	// The dashboard, for a person to watch while the demo runs. Port 0 means any free port:
+	// pick one here so the address printed is the one served.
+	listen := o.listen
+	if strings.HasSuffix(listen, ":0") {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return fmt.Errorf("--listen %s: %w", listen, err)
+		}
+		listen = ln.Addr().String()
+		ln.Close()
+	}
+	dash := exec.CommandContext(ctx, bin, "dashboard", "--run-dir", runDir, "--listen", listen)
 	var dashErr bytes.Buffer
 	dash.Stderr = &dashErr
 	if err := dash.Start(); err != nil {
 		return fmt.Errorf("dashboard: %w", err)
 	}
 	defer func() { _ = dash.Process.Signal(os.Interrupt); _ = dash.Wait() }()
-	say("▸ dashboard: http://%s/  (GET /api/instances, GET /metrics)", o.listen)
+	say("▸ dashboard: http://%s/  (GET /api/instances, GET /metrics)", listen)
 
 	// The owner's side: the onboarding rule exists before the claim.
 	owner := &ownerClient{base: cloud.HTTPURL() + "/v1/", c: &http.Client{Timeout: 30 * time.Second,
