@@ -257,6 +257,8 @@ func TestFleetListAndDashboard(t *testing.T) {
 			t.Skip("no page seen before the change")
 		}
 		page := chromiumPage(t, ctx, base, filepath.Join(shot, "after.png"))
+		// The same page on a phone's screen, for a person to look at.
+		chromiumPage(t, ctx, base, filepath.Join(shot, "phone.png"), "--window-size=390,844")
 		if got := strings.Count(tileHTML(page, "ttyACM1"), `<i class="ok"`); got != okBefore+1 {
 			t.Fatalf("ttyACM1's timeline shows %d good attempts, want %d after its modem finished again:\n%s", got, okBefore+1, page)
 		}
@@ -288,12 +290,13 @@ func screenshotDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// chromiumPage loads url in headless Chromium, writes a 1920x1080 screenshot to png and
+// chromiumPage loads url in headless Chromium (1920x1080 unless extra flags say otherwise),
+// writes a screenshot to png and
 // returns the DOM as the page drew it from the data it came with. (Headless Chromium's
 // --dump-dom and --screenshot act at the page's load; what the event stream pushes later is
 // checked over HTTP above, and a second load shows the change.) It skips the test,
 // saying so, when Chromium is not installed (Debian package chromium).
-func chromiumPage(t *testing.T, ctx context.Context, url, png string) string {
+func chromiumPage(t *testing.T, ctx context.Context, url, png string, extra ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -302,8 +305,8 @@ func chromiumPage(t *testing.T, ctx context.Context, url, png string) string {
 	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
 		"--window-size=1920,1080", "--timeout=5000"}
-	run := func(extra ...string) string {
-		args := append(append(append([]string{}, flags...), "--user-data-dir="+t.TempDir()), extra...)
+	run := func(more ...string) string {
+		args := append(append(append(append([]string{}, flags...), "--user-data-dir="+t.TempDir()), extra...), more...)
 		// Chromium ends by itself after --timeout; this only bounds a Chromium that hangs.
 		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		defer cancel()
@@ -311,7 +314,7 @@ func chromiumPage(t *testing.T, ctx context.Context, url, png string) string {
 		var out, errOut strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		if err := cmd.Run(); err != nil {
-			t.Fatalf("chromium %s: %v\n%s", strings.Join(extra, " "), err, errOut.String())
+			t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
 		}
 		return out.String()
 	}
