@@ -10,7 +10,7 @@ STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
 PKGS        := ./...
 
-.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo clean tools bench scale soak test-arch sizes bench-floor
+.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo demo-station clean tools bench scale soak test-arch sizes bench-floor
 
 all: build
 
@@ -56,6 +56,13 @@ fuzz-smoke:
 TRANSPORT ?= http
 demo: build
 	$(BIN)/provisiond-demo --transport $(TRANSPORT) --provisiond $(BIN)/provisiond
+
+# A provisioning station: N simulated nRF91s and N provisiond instances; tokens, one bulk
+# claim with the auto-onboarding tag, every board provisioned, `provisiond list` at the end
+# and the dashboard's address while it runs.
+N ?= 8
+demo-station: build
+	$(BIN)/provisiond-demo --station $(N) --provisiond $(BIN)/provisiond
 
 # The figures of BENCHMARKS.md §4 (cost per attempt, idle, memory, scale, soak); they take
 # minutes and are not part of `make test`.

@@ -31,3 +31,23 @@ func TestDemo(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoStation runs `make demo-station` with three boards: every board is provisioned
+// through tokens, one bulk claim and the onboarding rule, and `list` exits 0 at the end (the
+// demo checks its own summary and exits non-zero on any miss).
+func TestDemoStation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the demo program is not built")
+	}
+	t.Parallel()
+	ctx := testCtx(t)
+	out, err := exec.CommandContext(ctx, demo, "--station", "3", "--listen", "127.0.0.1:0", "--provisiond", provisiond).CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo --station 3: %v\n%s", err, out)
+	}
+	for _, want := range []string{"3 device(s): 3 claimed, 0 failed", "summary: 3 of 3 board(s) provisioned", "list exit 0", "▸ dashboard: http://127.0.0.1:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -71,6 +71,7 @@ expect -rw-r--r-- /etc/provisiond/provisiond.yaml
 expect drwxr-xr-x /etc/provisiond/hooks.d/
 expect -rw-r--r-- /usr/lib/systemd/system/provisiond.service
 expect -rw-r--r-- /usr/lib/systemd/system/provisiond@.service
+expect -rw-r--r-- /usr/lib/systemd/system/provisiond-dashboard.service
 expect -rw-r--r-- /usr/lib/udev/rules.d/70-provisiond.rules
 expect -rw-r--r-- /usr/lib/sysusers.d/provisiond.conf
 expect -rw-r--r-- /usr/lib/systemd/catalog/provisiond.catalog
@@ -167,9 +168,9 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	grep -q '^systemctl daemon-reload$' "$tmp/calls" || fail "postinst did not reload systemd: $(cat "$tmp/calls")"
 	grep -q '^udevadm control --reload-rules$' "$tmp/calls" || fail "postinst did not reload udev rules"
 	grep -q '^udevadm trigger --subsystem-match=tty --action=change$' "$tmp/calls" || fail "postinst did not trigger tty devices"
-	grep -q "^deb-systemd-invoke try-restart provisiond.service provisiond@\*.service$" "$tmp/calls" ||
+	grep -q "^deb-systemd-invoke try-restart provisiond.service provisiond@\*.service provisiond-dashboard.service$" "$tmp/calls" ||
 		fail "postinst on upgrade did not try-restart running daemons"
-	grep -q "^deb-systemd-invoke stop provisiond.service provisiond@\*.service$" "$tmp/calls" ||
+	grep -q "^deb-systemd-invoke stop provisiond.service provisiond@\*.service provisiond-dashboard.service$" "$tmp/calls" ||
 		fail "prerm remove did not stop the daemons"
 else
 	run_scripts

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI checks for running provisiond on a gateway:
 #   1. the example config passes `provisiond config check`;
-#   2. both systemd units pass `systemd-analyze verify` with no message at all, and
+#   2. the systemd units (one modem, the template, the dashboard) pass `systemd-analyze verify` with no message at all, and
 #      `systemd-analyze security --offline=yes` rates each at an exposure of 2.0 or lower;
 #   3. the udev rule parses without complaint and, run by `udevadm test` against faked USB
 #      identities of each supported board, names the AT port, keeps ModemManager off the board
@@ -37,7 +37,7 @@ step "config check configs/provisiond.yaml"
 # --- 2. systemd units ------------------------------------------------------------------------
 # verify needs the ExecStart binaries and the units the services depend on: give it a root
 # holding the host's system units, a provisiond binary and kill.
-units=(deploy/systemd/provisiond.service deploy/systemd/provisiond@.service)
+units=(deploy/systemd/provisiond.service deploy/systemd/provisiond@.service deploy/systemd/provisiond-dashboard.service)
 sysroot="$tmp/sysroot"
 mkdir -p "$sysroot/usr/lib/systemd" "$sysroot/usr/bin" "$sysroot/etc/systemd/system"
 for d in /usr/lib/systemd/system /lib/systemd/system; do
@@ -57,7 +57,7 @@ fi
 [ -n "$kill_bin" ] || fail "no kill executable (Debian package procps)"
 cp "$kill_bin" "$sysroot/usr/bin/kill"
 cp "${units[@]}" "$sysroot/etc/systemd/system/"
-for u in provisiond.service provisiond@.service provisiond@ttyACM0.service provisiond@nrf91-000960123456.service; do
+for u in provisiond.service provisiond@.service provisiond@ttyACM0.service provisiond@nrf91-000960123456.service provisiond-dashboard.service; do
 	step "systemd-analyze verify $u"
 	out=$(systemd-analyze verify --root="$sysroot" --man=no "$u" 2>&1) || fail "verify $u: $out"
 	[ -z "$out" ] || fail "verify $u is not clean: $out"

@@ -24,6 +24,8 @@ type options struct {
 	provisiond string
 	latency    time.Duration
 	baud       int
+	station    int    // > 0: the station demo with this many boards
+	listen     string // the station demo's dashboard address
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -34,11 +36,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.provisiond, "provisiond", "", "provisiond binary to run (empty: go build one into a temporary folder)")
 	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "the simulated modem's processing time per AT command")
 	fs.IntVar(&o.baud, "baud", 115200, "the simulated serial line's rate (0: unlimited)")
+	fs.IntVar(&o.station, "station", 0, "run the station demo with this many simulated boards and instances (1-64)")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9273", "the station demo's dashboard address")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.station < 0 || o.station > 64 {
+		return o, fmt.Errorf("--station %d: want 1 to 64 boards", o.station)
 	}
 	if o.transport != "http" && o.transport != "coap" {
 		return o, fmt.Errorf("--transport: %q is neither http nor coap", o.transport)
@@ -56,7 +63,11 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err = run(ctx, o, os.Stdout)
+	if o.station > 0 {
+		err = runStation(ctx, o, os.Stdout)
+	} else {
+		err = run(ctx, o, os.Stdout)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "provisiond-demo:", err)

@@ -101,9 +101,13 @@ func TestParseFlags(t *testing.T) {
 		want    options
 		wantErr bool
 	}{
-		{name: "defaults", want: options{transport: "http", latency: 20 * time.Millisecond, baud: 115200}},
+		{name: "defaults", want: options{transport: "http", latency: 20 * time.Millisecond, baud: 115200, listen: "127.0.0.1:9273"}},
 		{name: "coap and binary", args: []string{"--transport", "coap", "--provisiond", "bin/provisiond", "--latency", "0"},
-			want: options{transport: "coap", provisiond: "bin/provisiond", baud: 115200}},
+			want: options{transport: "coap", provisiond: "bin/provisiond", baud: 115200, listen: "127.0.0.1:9273"}},
+		{name: "station", args: []string{"--station", "8", "--listen", "127.0.0.1:0"},
+			want: options{transport: "http", latency: 20 * time.Millisecond, baud: 115200, station: 8, listen: "127.0.0.1:0"}},
+		{name: "station too large", args: []string{"--station", "65"}, wantErr: true},
+		{name: "negative station", args: []string{"--station", "-1"}, wantErr: true},
 		{name: "unknown transport", args: []string{"--transport", "mqtt"}, wantErr: true},
 		{name: "stray argument", args: []string{"now"}, wantErr: true},
 	}

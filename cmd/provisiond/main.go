@@ -48,6 +48,8 @@ func newRootCmd() *cobra.Command {
 		newIntervalCmd(),
 		newTokensCmd(),
 		newClaimCmd(),
+		newListCmd(),
+		newDashboardCmd(),
 		newCompletionCmd(),
 	)
 	return root

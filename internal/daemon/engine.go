@@ -14,6 +14,7 @@ import (
 
 	"github.com/provisiond/provisiond/internal/atmodem"
 	"github.com/provisiond/provisiond/internal/proto"
+	"github.com/provisiond/provisiond/internal/status"
 	"github.com/provisiond/provisiond/internal/store"
 	"github.com/provisiond/provisiond/internal/transport"
 )
@@ -75,6 +76,15 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 	d.mu.Lock()
 	d.status.last = &AttemptStatus{Number: n, Started: started, Finished: d.now(), Event: o.res.Event,
 		Reason: o.res.Reason, Executed: o.res.Executed, Failed: o.res.Failed, FailedCommand: failed}
+	if d.status.outcomes == nil {
+		d.status.outcomes = make(map[status.EventName]int)
+	}
+	d.status.outcomes[o.res.Event]++
+	d.status.executed += o.res.Executed
+	d.status.failedCmds += o.res.Failed
+	if d.status.last.Succeeded() {
+		d.status.lastSuccess = d.status.last.Finished
+	}
 	d.mu.Unlock()
 	return o
 }

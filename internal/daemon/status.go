@@ -38,6 +38,10 @@ type statusState struct {
 	outboxPending int
 	backoff       time.Duration
 	attempts      int
+	outcomes      map[status.EventName]int
+	executed      int
+	failedCmds    int
+	lastSuccess   time.Time
 	events        eventRing
 }
 
@@ -47,15 +51,27 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Status{
-		Port:            d.cfg.Port,
-		State:           d.status.state,
-		DeviceUUID:      d.status.deviceUUID,
-		ModemVersion:    d.status.modemVersion,
-		Cursor:          d.status.cursor,
-		OutboxPending:   d.status.outboxPending,
-		IntervalSeconds: int64(interval),
-		BackoffSeconds:  int64(d.status.backoff / time.Second),
-		Attempts:        d.status.attempts,
+		Port:             d.cfg.Port,
+		State:            d.status.state,
+		DeviceUUID:       d.status.deviceUUID,
+		ModemVersion:     d.status.modemVersion,
+		Cursor:           d.status.cursor,
+		OutboxPending:    d.status.outboxPending,
+		IntervalSeconds:  int64(interval),
+		BackoffSeconds:   int64(d.status.backoff / time.Second),
+		Attempts:         d.status.attempts,
+		CommandsExecuted: d.status.executed,
+		CommandsFailed:   d.status.failedCmds,
+	}
+	if len(d.status.outcomes) > 0 {
+		s.Outcomes = make(map[status.EventName]int, len(d.status.outcomes))
+		for k, v := range d.status.outcomes {
+			s.Outcomes[k] = v
+		}
+	}
+	if !d.status.lastSuccess.IsZero() {
+		t := d.status.lastSuccess
+		s.LastSuccess = &t
 	}
 	for _, e := range d.status.events.list() {
 		s.Events = append(s.Events, status.Event(e))

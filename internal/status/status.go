@@ -45,8 +45,16 @@ type Daemon struct {
 	// BackoffSeconds is the current backoff after a busy or timed-out attempt, 0 when none.
 	BackoffSeconds int64 `json:"backoff_seconds,omitempty"`
 	// Attempts counts the attempts since start.
-	Attempts int     `json:"attempts"`
-	Events   []Event `json:"events"`
+	Attempts int `json:"attempts"`
+	// Outcomes counts the attempts since start by the event they ended with.
+	Outcomes map[EventName]int `json:"outcomes,omitempty"`
+	// CommandsExecuted and CommandsFailed count the commands since start: all executed, and
+	// those of them the modem or the settings store refused.
+	CommandsExecuted int `json:"commands_executed"`
+	CommandsFailed   int `json:"commands_failed"`
+	// LastSuccess is when the last attempt that Succeeded finished.
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	Events      []Event    `json:"events"`
 }
 
 // Progress is where the running attempt is.
@@ -77,6 +85,12 @@ type Attempt struct {
 	// FailedCommand is the command that failed in this attempt, if one did. An attempt can
 	// end as NO_COMMANDS after reporting a failed command: this says which.
 	FailedCommand *FailedCommand `json:"failed_command,omitempty"`
+}
+
+// Succeeded reports whether the attempt ended well: DONE, or NO_COMMANDS without a command
+// that failed on the way.
+func (a *Attempt) Succeeded() bool {
+	return (a.Event == "DONE" || a.Event == "NO_COMMANDS") && a.Failed == 0 && a.FailedCommand == nil
 }
 
 // FailedCommand is a command the modem or the settings store refused.
