@@ -224,13 +224,15 @@ func newIntervalCmd() *cobra.Command {
 			n, err := c.Interval(cmd.Context())
 			return printAnswer(cmd, n, err)
 		}
-		secs, err := strconv.Atoi(args[0])
+		// 64-bit parse: on a 32-bit CPU a value past int's range still gets the range message.
+		secs64, err := strconv.ParseInt(args[0], 10, 64)
 		if err != nil {
 			return fmt.Errorf("interval: %q is not a whole number of seconds", args[0])
 		}
-		if err := checkIntervalSeconds(secs); err != nil {
+		if err := checkIntervalSeconds(secs64); err != nil {
 			return fmt.Errorf("interval: %w", err)
 		}
+		secs := int(secs64)
 		if err := c.SetInterval(cmd.Context(), secs); err != nil {
 			return err
 		}

@@ -223,7 +223,7 @@ func instanceOfSocket(socket string) string {
 }
 
 func (b controlBackend) SetInterval(ctx context.Context, seconds int) error {
-	if err := checkIntervalSeconds(seconds); err != nil {
+	if err := checkIntervalSeconds(int64(seconds)); err != nil {
 		return fmt.Errorf("%w: %w", control.ErrInvalid, err)
 	}
 	err := b.Daemon.SetInterval(ctx, seconds)
@@ -235,9 +235,9 @@ func (b controlBackend) SetInterval(ctx context.Context, seconds int) error {
 
 // checkIntervalSeconds accepts what provisioning.interval accepts, or 0 (back to the
 // configured interval). A value beyond it would be stored and then ignored by the scheduler.
-func checkIntervalSeconds(seconds int) error {
+func checkIntervalSeconds(seconds int64) error {
 	lo, hi := int64(config.MinInterval/time.Second), int64(config.MaxInterval/time.Second)
-	if s := int64(seconds); s != 0 && (s < lo || s > hi) {
+	if s := seconds; s != 0 && (s < lo || s > hi) {
 		return fmt.Errorf("interval must be 0 (the configured interval) or %d..%d seconds (%d days), got %d",
 			lo, hi, hi/86400, seconds)
 	}

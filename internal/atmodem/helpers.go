@@ -30,7 +30,9 @@ const (
 
 // Credential is one line of a %CMNG list.
 type Credential struct {
-	SecTag int
+	// SecTag is int64 because the modem lists tags up to 2^32-1 (its reserved ones), which do
+	// not fit an int on 32-bit gateway CPUs.
+	SecTag int64
 	Type   int
 	// SHA256 is the 64 upper-case hex digits the modem lists (firmware 1.3.2 and later),
 	// empty if the modem does not list it.
@@ -275,7 +277,7 @@ func parseCMNG(s string) (Credential, error) {
 	if err1 != nil || err2 != nil || tag < 0 || typ < 0 {
 		return Credential{}, ErrUnexpectedResponse
 	}
-	cr := Credential{SecTag: int(tag), Type: typ}
+	cr := Credential{SecTag: tag, Type: typ}
 	if len(f) > 2 {
 		cr.SHA256 = strings.ToUpper(strings.Trim(trimSpace(f[2]), `"`))
 	}
@@ -292,7 +294,7 @@ func (c *Client) CredentialExists(ctx context.Context, secTag, typ int) (bool, e
 		return false, err
 	}
 	for _, cr := range list {
-		if cr.SecTag == secTag && cr.Type == typ {
+		if cr.SecTag == int64(secTag) && cr.Type == typ {
 			return true, nil
 		}
 	}

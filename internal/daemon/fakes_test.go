@@ -267,7 +267,7 @@ func (m *fakeModem) Credentials(ctx context.Context, secTag int) ([]atmodem.Cred
 	defer m.mu.Unlock()
 	var out []atmodem.Credential
 	for _, c := range m.creds {
-		if c.SecTag == secTag {
+		if c.SecTag == int64(secTag) {
 			out = append(out, c)
 		}
 	}
@@ -288,7 +288,7 @@ func (m *fakeModem) WriteCredential(ctx context.Context, secTag, typ int, pem st
 	if m.listSHA != nil {
 		sha = m.listSHA(pem)
 	}
-	m.creds = append(m.creds, atmodem.Credential{SecTag: secTag, Type: typ, SHA256: sha})
+	m.creds = append(m.creds, atmodem.Credential{SecTag: int64(secTag), Type: typ, SHA256: sha})
 	return nil
 }
 

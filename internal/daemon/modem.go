@@ -279,7 +279,7 @@ func (d *Daemon) ensureRootCA(ctx context.Context, m Modem, cfg Config) error {
 
 func findCredential(creds []atmodem.Credential, tag, typ int) *atmodem.Credential {
 	for i := range creds {
-		if creds[i].SecTag == tag && creds[i].Type == typ {
+		if creds[i].SecTag == int64(tag) && creds[i].Type == typ {
 			return &creds[i]
 		}
 	}
