@@ -90,25 +90,13 @@ func newRig(tb testing.TB, transportName, pattern string) *rig {
 		r.mu.Unlock()
 		return s, nil
 	}
-	def := config.Default() // the config package owns the defaults; the daemon only checks
-	d, err := daemon.New(daemon.Config{
-		Transport:        transportName,
-		ClientVersion:    "provisiond/bench",
-		MaxCommands:      def.Provisioning.MaxCommands,
-		RxBufSize:        def.Provisioning.RxBufSize,
-		TxBufSize:        def.Provisioning.TxBufSize,
-		RxBufMax:         def.Provisioning.RxBufMax,
-		Uplink:           def.Provisioning.Uplink,
-		JWTValidTime:     def.Modem.JWTValidTime,
-		SetClockFromHost: true,
-		ProvisionRootCA:  true,
-		RootCASecTag:     def.Modem.RootCASecTag,
-		Interval:         24 * time.Hour,
-		InitialBackoff:   def.Provisioning.InitialBackoff,
-		OnFinished:       def.Provisioning.OnFinished,
-		StorePrefix:      def.Store.Prefix,
-		RestoreTimeout:   def.Modem.RestoreTimeout,
-	}, daemon.Deps{
+	// The config package owns the defaults; the rig runs attempts only when told (no
+	// auto start), with the root CA written as the shipped config does.
+	cfg := daemon.FromFile(config.Default(), "provisiond/bench")
+	cfg.Transport = transportName
+	cfg.AutoStart = false
+	cfg.HooksDir = ""
+	d, err := daemon.New(cfg, daemon.Deps{
 		OpenModem: func(ctx context.Context) (daemon.Modem, error) {
 			port, err := atmodem.OpenPort(bed.ModemPath(), 115200, "none")
 			if err != nil {

@@ -20,35 +20,9 @@ import (
 	"github.com/provisiond/provisiond/internal/status"
 )
 
-// daemonConfig maps the validated file config onto the engine's plain values. The root CA to
-// write into the modem is left to the engine, which picks the one of the configured transport.
+// daemonConfig is the engine's config for the validated file config.
 func daemonConfig(cfg *config.Config) daemon.Config {
-	p := cfg.Provisioning
-	return daemon.Config{
-		Transport:         p.Transport,
-		ClientVersion:     "provisiond/" + version,
-		MaxCommands:       p.MaxCommands,
-		RxBufSize:         p.RxBufSize,
-		TxBufSize:         p.TxBufSize,
-		RxBufMax:          p.RxBufMax,
-		Uplink:            p.Uplink,
-		JWTSecTag:         cfg.Modem.JWTSecTag,
-		JWTValidTime:      cfg.Modem.JWTValidTime,
-		SetClockFromHost:  cfg.Modem.SetClockFromHost,
-		ProvisionRootCA:   cfg.Modem.ProvisionRootCA,
-		RootCASecTag:      cfg.Modem.RootCASecTag,
-		AutoStart:         p.AutoStart,
-		Interval:          p.Interval,
-		Spread:            p.Spread,
-		InitialBackoff:    p.InitialBackoff,
-		OnFinished:        p.OnFinished,
-		OnFinishedExec:    p.OnFinishedExec,
-		HooksDir:          p.HooksDir,
-		AllowHashCommands: p.AllowHashCommands,
-		StorePrefix:       cfg.Store.Prefix,
-		RestoreTimeout:    cfg.Modem.RestoreTimeout,
-		Port:              cfg.Modem.Port,
-	}
+	return daemon.FromFile(cfg, "provisiond/"+version)
 }
 
 // maxStep bounds one step of an attempt for the heartbeat: two of the longest AT commands

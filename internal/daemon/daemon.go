@@ -465,3 +465,35 @@ func (d *Daemon) DeviceUUID(ctx context.Context) (string, error) {
 func hasReservedPrefix(key string) bool {
 	return len(key) >= len(reservedPrefix) && key[:len(reservedPrefix)] == reservedPrefix
 }
+
+// FromFile maps the validated file config onto the engine's plain values; the config package
+// owns every default and range, so nothing is filled in here. The root CA to
+// write into the modem is left to the engine, which picks the one of the configured transport.
+func FromFile(cfg *conf.Config, clientVersion string) Config {
+	p := cfg.Provisioning
+	return Config{
+		Transport:         p.Transport,
+		ClientVersion:     clientVersion,
+		MaxCommands:       p.MaxCommands,
+		RxBufSize:         p.RxBufSize,
+		TxBufSize:         p.TxBufSize,
+		RxBufMax:          p.RxBufMax,
+		Uplink:            p.Uplink,
+		JWTSecTag:         cfg.Modem.JWTSecTag,
+		JWTValidTime:      cfg.Modem.JWTValidTime,
+		SetClockFromHost:  cfg.Modem.SetClockFromHost,
+		ProvisionRootCA:   cfg.Modem.ProvisionRootCA,
+		RootCASecTag:      cfg.Modem.RootCASecTag,
+		AutoStart:         p.AutoStart,
+		Interval:          p.Interval,
+		Spread:            p.Spread,
+		InitialBackoff:    p.InitialBackoff,
+		OnFinished:        p.OnFinished,
+		OnFinishedExec:    p.OnFinishedExec,
+		HooksDir:          p.HooksDir,
+		AllowHashCommands: p.AllowHashCommands,
+		StorePrefix:       cfg.Store.Prefix,
+		RestoreTimeout:    cfg.Modem.RestoreTimeout,
+		Port:              cfg.Modem.Port,
+	}
+}

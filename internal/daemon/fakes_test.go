@@ -540,29 +540,11 @@ type harness struct {
 // testConfig is the config file's defaults, with no root CA to provision and no hooks folder
 // (the tests add those where they test them).
 func testConfig() Config {
-	def := conf.Default()
-	p := def.Provisioning
-	return Config{
-		Transport:        p.Transport,
-		ClientVersion:    "test",
-		MaxCommands:      p.MaxCommands,
-		RxBufSize:        p.RxBufSize,
-		TxBufSize:        p.TxBufSize,
-		RxBufMax:         p.RxBufMax,
-		Uplink:           p.Uplink,
-		JWTSecTag:        def.Modem.JWTSecTag,
-		JWTValidTime:     def.Modem.JWTValidTime,
-		SetClockFromHost: true,
-		RootCASecTag:     def.Modem.RootCASecTag,
-		AutoStart:        true,
-		Interval:         p.Interval,
-		Spread:           p.Spread,
-		InitialBackoff:   p.InitialBackoff,
-		OnFinished:       p.OnFinished,
-		HookTimeout:      5 * time.Second,
-		StorePrefix:      def.Store.Prefix,
-		RestoreTimeout:   def.Modem.RestoreTimeout,
-	}
+	c := FromFile(conf.Default(), "test")
+	c.ProvisionRootCA = false
+	c.HooksDir = ""
+	c.HookTimeout = 5 * time.Second
+	return c
 }
 
 func newHarness(t *testing.T, cfg Config, m *fakeModem, kv KV) *harness {
