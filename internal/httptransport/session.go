@@ -78,6 +78,9 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 		return nil, err
 	}
 	hreq.Header.Set("Accept", "application/cbor")
+	// net/http can hand back a response that raced in while it was tearing down a cancelled
+	// request; ctx is checked again once the body is read, so a caller that has given up never
+	// sees a success it no longer waits for.
 	resp, err := s.roundTrip(hreq)
 	if err != nil {
 		return nil, wrapNetErr("fetch", err)
@@ -98,6 +101,9 @@ func (s *Session) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte
 	}
 	if len(body) > req.RxMaxSize {
 		return nil, fmt.Errorf("http fetch: body over rxMaxSize %d: %w", req.RxMaxSize, transport.ErrTooLarge)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, wrapNetErr("fetch", err)
 	}
 	return body, nil
 }
@@ -122,6 +128,12 @@ func (s *Session) Upload(ctx context.Context, req transport.UploadRequest) error
 		return statusError("upload", resp)
 	}
 	drain(resp.Body)
+	if err := ctx.Err(); err != nil {
+		// The service may have stored these results, but a caller that has given up must not
+		// be told it may drop them: they stay in the outbox and go up again on the next
+		// attempt (docs/design.md, "the durable outbox"), as after any failed upload.
+		return wrapNetErr("upload", err)
+	}
 	return nil
 }
 
