@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -108,6 +109,10 @@ func run(ctx context.Context, bin string, n int, idle, every time.Duration) erro
 		return err
 	}
 
+	// The same event stream, read here too: each snapshot's time is when the dashboard's
+	// collector finished asking the sockets, which splits the delay in two.
+	stream := &streamLog{}
+	go stream.read(ctx, base+"/events")
 	before, err := benchkit.ReadProc(pid)
 	if err != nil {
 		return err
@@ -203,6 +208,8 @@ func run(ctx context.Context, bin string, n int, idle, every time.Duration) erro
 	var failures []string
 	delays1, last1, f1 := delays(snap1, changes, 1)
 	delays2, last2, f2 := delays(snap2, changes, 2)
+	polled1, pushed1, tl1 := stream.split(snap1, changes, 1)
+	polled2, pushed2, tl2 := stream.split(snap2, changes, 2)
 	failures = append(append(failures, f1...), f2...)
 	provisioned := 0
 	for _, b := range st.Boards {
@@ -235,6 +242,12 @@ func run(ctx context.Context, bin string, n int, idle, every time.Duration) erro
 		tiles1.Sub(plugged).Seconds(), tiles2.Sub(round2).Seconds())
 	fmt.Printf("| DONE → its tile changed in the page: p50 / p95 / max (min) over the modems | %s | %s |\n",
 		spread(delays1), spread(delays2))
+	fmt.Printf("| of which DONE → the collector's first snapshot showing it (its poll period + asking %d sockets) | %s | %s |\n",
+		n, spread(polled1), spread(polled2))
+	fmt.Printf("| (DONE → the first snapshot with it on the tile's timeline, whatever the tile's class) | %s | %s |\n",
+		spread(tl1), spread(tl2))
+	fmt.Printf("| of which that snapshot → the tile drawn (event stream push + the page's redraw) | %s | %s |\n",
+		spread(pushed1), spread(pushed2))
 	fmt.Printf("| dashboard CPU (utime+stime) over the round | %s in %.2f s = %.0f %% of one core | %s in %.2f s = %.0f %% of one core |\n",
 		cpuRun1, tiles1.Sub(before0).Seconds(), 100*cpuRun1.Seconds()/tiles1.Sub(before0).Seconds(),
 		cpuRun2, tiles2.Sub(tiles1).Seconds(), 100*cpuRun2.Seconds()/tiles2.Sub(tiles1).Seconds())
@@ -309,6 +322,86 @@ func delays(snap fleet.Snapshot, changes []livepage.Change, k int) ([]time.Durat
 	}
 	slices.Sort(ds)
 	return ds, last, failures
+}
+
+// streamLog keeps, for each snapshot the event stream pushed, its time and each tile's
+// class and good attempts.
+type streamLog struct {
+	mu    sync.Mutex
+	snaps []streamSnap
+}
+
+type streamSnap struct {
+	time  time.Time
+	tiles map[string]string // instance → class/ok
+}
+
+func (l *streamLog) read(ctx context.Context, url string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var pd fleet.PageData
+		if json.Unmarshal([]byte(data), &pd) != nil {
+			continue
+		}
+		s := streamSnap{time: pd.Time, tiles: make(map[string]string, len(pd.Instances))}
+		for _, t := range pd.Instances {
+			good := 0
+			for _, m := range t.Timeline {
+				if m.OK {
+					good++
+				}
+			}
+			s.tiles[t.Instance] = fmt.Sprintf("%s/%d", t.Class, good)
+		}
+		l.mu.Lock()
+		l.snaps = append(l.snaps, s)
+		l.mu.Unlock()
+	}
+}
+
+// split divides each instance's delay at the first snapshot showing its k-th good attempt
+// done: DONE → that snapshot's time, and that time → the tile's change in the page.
+func (l *streamLog) split(snap fleet.Snapshot, changes []livepage.Change, k int) (polled, pushed, timeline []time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	want := fmt.Sprintf("done/%d", k)
+	for _, r := range snap.Instances {
+		if r.Status == nil || r.Status.LastAttempt == nil {
+			continue
+		}
+		si := slices.IndexFunc(l.snaps, func(s streamSnap) bool { return s.tiles[r.Instance] == want })
+		ci := slices.IndexFunc(changes, func(c livepage.Change) bool {
+			return c.Instance == r.Instance && c.Class == "done" && c.Last == "last: DONE" && c.OK == k
+		})
+		if si < 0 || ci < 0 {
+			continue
+		}
+		at := l.snaps[si].time
+		polled = append(polled, at.Sub(r.Status.LastAttempt.Finished))
+		// The DONE reaches the tile's timeline while the instance may still report itself
+		// provisioning (the tile still "running"): the daemon's own work after the attempt.
+		ti := slices.IndexFunc(l.snaps, func(s streamSnap) bool { return strings.HasSuffix(s.tiles[r.Instance], fmt.Sprintf("/%d", k)) })
+		timeline = append(timeline, l.snaps[ti].time.Sub(r.Status.LastAttempt.Finished))
+		pushed = append(pushed, time.UnixMilli(changes[ci].At).Sub(at))
+	}
+	slices.Sort(polled)
+	slices.Sort(pushed)
+	slices.Sort(timeline)
+	return polled, pushed, timeline
 }
 
 func spread(ds []time.Duration) string {
