@@ -10,7 +10,7 @@ STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
 PKGS        := ./...
 
-.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo demo-station clean tools bench scale soak test-arch sizes bench-floor
+.PHONY: all build test vet fmt-check staticcheck unit fuzz fuzz-smoke demo demo-station clean tools bench scale soak test-arch sizes bench-floor bench-station
 
 all: build
 
@@ -75,6 +75,11 @@ scale: build
 	$(GO) run ./bench/scale -bin $(BIN)/provisiond -n 64 -transport mixed
 soak: build
 	$(GO) run ./bench/soak -bin $(BIN)/provisiond -n $(SOAK_N)
+
+# A station of N boards with the dashboard's page open in headless Chromium: the dashboard's
+# CPU and memory and the delay from a modem's DONE to its tile (BENCHMARKS.md §11).
+bench-station: build
+	$(GO) run ./bench/station -bin $(BIN)/provisiond -n $(N)
 
 # The unit tests of every package for arm64 and armhf under qemu-user (no binfmt needed); takes
 # tens of minutes on 2 cores, so it is not part of `make test` or .ci/run.

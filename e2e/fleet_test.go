@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/provisiond/provisiond/internal/fleet"
+	"github.com/provisiond/provisiond/internal/fleet/livepage"
 	"github.com/provisiond/provisiond/internal/testbed"
 )
 
@@ -231,15 +233,37 @@ func TestFleetListAndDashboard(t *testing.T) {
 	}
 	before := tileOf(first, "ttyACM1").Status.LastAttempt.Number
 
+	// The page, open in headless Chromium before the change: it must show the change by
+	// itself, pushed through its event stream, without being loaded again.
 	shot := screenshotDir(t)
-	okBefore := -1
-	t.Run("chromium-before", func(t *testing.T) {
-		page := chromiumPage(t, ctx, base, filepath.Join(shot, "before.png"))
-		if strings.Count(page, `class="tile"`) != 4 || strings.Count(page, `data-class="done"`) != 2 ||
-			strings.Count(page, `data-class="unreachable"`) != 2 {
-			t.Fatalf("the page in Chromium does not show 4 tiles, 2 done and 2 unreachable:\n%s", page)
+	var page *livepage.Page
+	var okBefore int
+	t.Run("chromium-before", func(st *testing.T) {
+		p := openPage(st, t, ctx, base)
+		if err := p.WaitFor(ctx, `document.querySelectorAll("#tiles .tile").length === 4`, 30*time.Second); err != nil {
+			st.Fatal(err)
 		}
-		okBefore = strings.Count(tileHTML(page, "ttyACM1"), `<i class="ok"`)
+		tiles, err := p.Tiles(ctx)
+		if err != nil {
+			st.Fatal(err)
+		}
+		classes := map[string]int{}
+		for _, tl := range tiles {
+			classes[tl.Class]++
+			if tl.Word != tl.Class {
+				st.Errorf("tile %s shows the word %q, want its class %q", tl.Instance, tl.Word, tl.Class)
+			}
+		}
+		if len(tiles) != 4 || classes["done"] != 2 || classes["unreachable"] != 2 {
+			st.Fatalf("the page in Chromium does not show 4 tiles, 2 done and 2 unreachable: %+v", tiles)
+		}
+		okBefore = pageTile(st, tiles, "ttyACM1").OK
+		st.Logf("tiles before: %+v", tiles)
+		if err := p.MarkWindow(ctx); err != nil {
+			st.Fatal(err)
+		}
+		screenshot(st, ctx, p, filepath.Join(shot, "before.png"))
+		page = p
 	})
 
 	provisionOnce(t, ctx, b)
@@ -252,30 +276,73 @@ func TestFleetListAndDashboard(t *testing.T) {
 			break
 		}
 	}
-	t.Run("chromium-after", func(t *testing.T) {
-		if okBefore < 0 {
-			t.Skip("no page seen before the change")
+	t.Run("chromium-after", func(st *testing.T) {
+		if page == nil {
+			st.Skip("the page was not opened in Chromium (see chromium-before)")
 		}
-		page := chromiumPage(t, ctx, base, filepath.Join(shot, "after.png"))
+		// The stream above already carried the change; the open page gets the same push.
+		want := fmt.Sprintf(`(() => { const t = document.querySelector('#tiles .tile[data-instance="ttyACM1"]');
+			return t && t.dataset.class === "done" && t.querySelectorAll(".tl i.ok").length === %d; })()`, okBefore+1)
+		if err := page.WaitFor(ctx, want, 30*time.Second); err != nil {
+			tiles, _ := page.Tiles(ctx)
+			st.Fatalf("ttyACM1's tile did not show its second good attempt in the open page: %v\ntiles: %+v", err, tiles)
+		}
+		if same, err := page.SameDocument(ctx); err != nil || !same {
+			st.Fatalf("the page was reloaded or left (same document %v, %v): the change must arrive by the event stream", same, err)
+		}
+		tiles, err := page.Tiles(ctx)
+		if err != nil {
+			st.Fatal(err)
+		}
+		if tl := pageTile(st, tiles, "ttyACM1"); tl.Word != "done" || tl.Last != "last: DONE" {
+			st.Errorf("ttyACM1's tile after the change: %+v", tl)
+		}
+		st.Logf("tiles after: %+v", tiles)
+		screenshot(st, ctx, page, filepath.Join(shot, "after.png"))
 		// The same page on a phone's screen, for a person to look at.
-		chromiumPage(t, ctx, base, filepath.Join(shot, "phone.png"), "--window-size=390,844")
-		if got := strings.Count(tileHTML(page, "ttyACM1"), `<i class="ok"`); got != okBefore+1 {
-			t.Fatalf("ttyACM1's timeline shows %d good attempts, want %d after its modem finished again:\n%s", got, okBefore+1, page)
+		if err := page.Resize(ctx, 390, 844); err != nil {
+			st.Fatal(err)
 		}
+		screenshot(st, ctx, page, filepath.Join(shot, "phone.png"))
 	})
 }
 
-// tileHTML returns the markup of the tile of instance name in a dumped page, or "".
-func tileHTML(page, name string) string {
-	i := strings.Index(page, `data-instance="`+name+`"`)
-	if i < 0 {
-		return ""
+// openPage opens url in headless Chromium for the rest of the test (the browser ends with
+// parent), or skips st, saying so, when no Chromium is installed.
+func openPage(st, parent *testing.T, ctx context.Context, url string) *livepage.Page {
+	st.Helper()
+	bin, err := livepage.Find()
+	if err != nil {
+		st.Skipf("%v: the page is not checked in a browser (apt-get install chromium)", err)
 	}
-	rest := page[i:]
-	if j := strings.Index(rest, "</section>"); j >= 0 {
-		return rest[:j]
+	p, err := livepage.Open(ctx, livepage.Config{Chromium: bin}, url)
+	if err != nil {
+		st.Fatal(err)
 	}
-	return rest
+	parent.Cleanup(p.Close)
+	return p
+}
+
+func pageTile(t *testing.T, tiles []livepage.Tile, name string) livepage.Tile {
+	t.Helper()
+	for _, tl := range tiles {
+		if tl.Instance == name {
+			return tl
+		}
+	}
+	t.Fatalf("the page shows no tile for %s: %+v", name, tiles)
+	return livepage.Tile{}
+}
+
+func screenshot(t *testing.T, ctx context.Context, p *livepage.Page, png string) {
+	t.Helper()
+	if err := p.Screenshot(ctx, png); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(png); err != nil || st.Size() == 0 {
+		t.Fatalf("no screenshot at %s: %v", png, err)
+	}
+	t.Logf("screenshot: %s", png)
 }
 
 // screenshotDir is where the page's screenshots go: $E2E_SCREENSHOT_DIR when set (kept for a
@@ -288,40 +355,4 @@ func screenshotDir(t *testing.T) string {
 		return d
 	}
 	return t.TempDir()
-}
-
-// chromiumPage loads url in headless Chromium (1920x1080 unless extra flags say otherwise),
-// writes a screenshot to png and
-// returns the DOM as the page drew it from the data it came with. (Headless Chromium's
-// --dump-dom and --screenshot act at the page's load; what the event stream pushes later is
-// checked over HTTP above, and a second load shows the change.) It skips the test,
-// saying so, when Chromium is not installed (Debian package chromium).
-func chromiumPage(t *testing.T, ctx context.Context, url, png string, extra ...string) string {
-	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (apt-get install chromium): the page is not checked in a browser")
-	}
-	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-		"--window-size=1920,1080", "--timeout=5000"}
-	run := func(more ...string) string {
-		args := append(append(append(append([]string{}, flags...), "--user-data-dir="+t.TempDir()), extra...), more...)
-		// Chromium ends by itself after --timeout; this only bounds a Chromium that hangs.
-		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(cctx, bin, append(args, url)...)
-		var out, errOut strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
-		}
-		return out.String()
-	}
-	run("--screenshot=" + png)
-	if st, err := os.Stat(png); err != nil || st.Size() == 0 {
-		t.Fatalf("chromium wrote no screenshot at %s: %v", png, err)
-	}
-	t.Logf("screenshot: %s", png)
-	return run("--dump-dom")
 }

@@ -61,49 +61,13 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 
 	// Plug in the boards: a modem and an instance each, all at once.
 	runDir := filepath.Join(work, "run")
-	type board struct {
-		name string
-		bed  *testbed.Bed
-		proc *testbed.Process
-		err  error
+	st, err := testbed.PlugIn(ctx, testbed.StationOptions{Boards: o.station, Bin: bin, RunDir: runDir, Cloud: cloud,
+		Unclaimed: true, Modem: simmodem.Config{Latency: o.latency, Baud: o.baud}})
+	if err != nil {
+		return err
 	}
-	boards := make([]*board, o.station)
-	var wg sync.WaitGroup
-	for i := range boards {
-		b := &board{name: fmt.Sprintf("ttyACM%d", i)}
-		boards[i] = b
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.bed, b.err = testbed.Start(ctx, testbed.Options{Unclaimed: true, SharedCloud: cloud,
-				Modem:    simmodem.Config{Latency: o.latency, Baud: o.baud},
-				Settings: map[string]any{"control.socket": filepath.Join(runDir, b.name, "provisiond.sock")}})
-			if b.err != nil {
-				return
-			}
-			if b.proc, b.err = b.bed.Start(ctx, bin, nil, "run"); b.err != nil {
-				return
-			}
-			_, _, b.err = b.proc.WaitLog(ctx, 0, func(e testbed.LogEntry) bool { return e.MsgID() == "modem-answering" })
-		}()
-	}
-	wg.Wait()
-	defer func() {
-		for _, b := range boards {
-			if b.proc != nil {
-				_ = b.proc.Kill()
-				<-b.proc.Done()
-			}
-			if b.bed != nil {
-				_ = b.bed.Close()
-			}
-		}
-	}()
-	for _, b := range boards {
-		if b.err != nil {
-			return fmt.Errorf("%s: %w", b.name, b.err)
-		}
-	}
+	defer st.Close()
+	boards := st.Boards
 	say("▸ %d boards plugged in, each instance's modem answering (%.1fs); run folder %s", len(boards), time.Since(started).Seconds(), runDir)
 
 	// The dashboard, for a person to watch while the demo runs. Port 0 means any free port:
@@ -163,21 +127,22 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 	// Every instance fetches the rule's commands now rather than at its next interval.
 	var provErr error
 	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, b := range boards {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			at := len(b.proc.Entries())
+			at := len(b.Proc.Entries())
 			err := func() error {
-				if _, err := b.bed.Output(ctx, bin, "now"); err != nil {
+				if _, err := b.Bed.Output(ctx, bin, "now"); err != nil {
 					return err
 				}
-				_, _, err := b.proc.WaitLog(ctx, at, func(e testbed.LogEntry) bool { return e.MsgID() == "results-uploaded" })
+				_, _, err := b.Proc.WaitLog(ctx, at, func(e testbed.LogEntry) bool { return e.MsgID() == "results-uploaded" })
 				return err
 			}()
 			if err != nil {
 				mu.Lock()
-				provErr = errors.Join(provErr, fmt.Errorf("%s: %w", b.name, err))
+				provErr = errors.Join(provErr, fmt.Errorf("%s: %w", b.Name, err))
 				mu.Unlock()
 			}
 		}()
@@ -188,7 +153,7 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 	}
 	provisioned := 0
 	for _, b := range boards {
-		jobs, err := cloud.Jobs(b.bed.UUID())
+		jobs, err := cloud.Jobs(b.Bed.UUID())
 		ok := err == nil && len(jobs) == 2
 		for _, j := range jobs {
 			ok = ok && j.Status == simcloud.StatusSucceeded
@@ -196,7 +161,7 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 		if ok {
 			provisioned++
 		} else {
-			say("  ✗ %s: jobs %v (%v)", b.name, jobs, err)
+			say("  ✗ %s: jobs %v (%v)", b.Name, jobs, err)
 		}
 	}
 
