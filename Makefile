@@ -59,10 +59,11 @@ demo: build
 
 # A provisioning station: N simulated nRF91s and N provisiond instances; tokens, one bulk
 # claim with the auto-onboarding tag, every board provisioned, `provisiond list` at the end
-# and the dashboard's address while it runs.
+# and the dashboard's address while it runs. HOLD=1 keeps the boards, instances and
+# dashboard running after the summary until Ctrl-C, to look at the page.
 N ?= 8
 demo-station: build
-	$(BIN)/provisiond-demo --station $(N) --provisiond $(BIN)/provisiond
+	$(BIN)/provisiond-demo --station $(N) --provisiond $(BIN)/provisiond $(if $(filter 1,$(HOLD)),--hold)
 
 # The figures of BENCHMARKS.md §4 (cost per attempt, idle, memory, scale, soak); they take
 # minutes and are not part of `make test`.

@@ -191,6 +191,23 @@ func TestFleetListAndDashboard(t *testing.T) {
 			t.Errorf("%s{instance=%s %v} = %v (found %v), want %v", c.name, c.instance, c.extra, v, ok, c.want)
 		}
 	}
+	// What a provisioned board's attempts cost on the wire: the transports' counts, so only
+	// that there are some is known here.
+	for _, c := range []struct {
+		name  string
+		extra []string
+	}{
+		{"provisiond_handshakes_total", nil},
+		{"provisiond_network_bytes_total", []string{"direction", "sent"}},
+		{"provisiond_network_bytes_total", []string{"direction", "received"}},
+		{"provisiond_last_attempt_handshakes", nil},
+		{"provisiond_last_attempt_network_bytes", []string{"direction", "sent"}},
+		{"provisiond_last_attempt_network_bytes", []string{"direction", "received"}},
+	} {
+		if v, ok := metric(c.name, "ttyACM0", c.extra...); !ok || v <= 0 {
+			t.Errorf("%s{instance=ttyACM0 %v} = %v (found %v), want > 0 after a provisioned board", c.name, c.extra, v, ok)
+		}
+	}
 	if v, ok := metric("provisiond_last_success_timestamp_seconds", "ttyACM0"); !ok || time.Since(time.Unix(int64(v), 0)) > time.Hour {
 		t.Errorf("last success of ttyACM0: %v (found %v)", v, ok)
 	}

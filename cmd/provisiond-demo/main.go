@@ -5,6 +5,7 @@
 // happen as expected.
 //
 //	go run ./cmd/provisiond-demo [--transport http|coap] [--provisiond PATH]
+//	go run ./cmd/provisiond-demo --station N [--hold] [--listen ADDR] [--provisiond PATH]
 package main
 
 import (
@@ -26,6 +27,7 @@ type options struct {
 	baud       int
 	station    int    // > 0: the station demo with this many boards
 	listen     string // the station demo's dashboard address
+	hold       bool   // the station demo keeps running after its summary until interrupted
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -38,6 +40,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.baud, "baud", 115200, "the simulated serial line's rate (0: unlimited)")
 	fs.IntVar(&o.station, "station", 0, "run the station demo with this many simulated boards and instances (1-64)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9273", "the station demo's dashboard address")
+	fs.BoolVar(&o.hold, "hold", false, "with --station: after the summary keep the simulators, instances and dashboard running until Ctrl-C or SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -46,6 +49,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.station < 0 || o.station > 64 {
 		return o, fmt.Errorf("--station %d: want 1 to 64 boards", o.station)
+	}
+	if o.hold && o.station == 0 {
+		return o, errors.New("--hold: only the station demo (--station N) holds")
 	}
 	if o.transport != "http" && o.transport != "coap" {
 		return o, fmt.Errorf("--transport: %q is neither http nor coap", o.transport)

@@ -82,6 +82,9 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 		ln.Close()
 	}
 	dash := exec.CommandContext(ctx, bin, "dashboard", "--run-dir", runDir, "--listen", listen)
+	// Interrupted, the dashboard is asked to stop as Ctrl-C would, not killed.
+	dash.Cancel = func() error { return dash.Process.Signal(os.Interrupt) }
+	dash.WaitDelay = 5 * time.Second
 	var dashErr bytes.Buffer
 	dash.Stderr = &dashErr
 	if err := dash.Start(); err != nil {
@@ -169,10 +172,19 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 	say("▸ provisiond list:\n%s", indent(list))
 	say("summary: %d of %d board(s) provisioned (every job SUCCEEDED at the service); list %s; wall time %.1fs",
 		provisioned, len(boards), exitWord(listErr), time.Since(started).Seconds())
+	var result error
 	if provisioned != len(boards) || listErr != nil {
-		return errUnexpected
+		result = errUnexpected
 	}
-	return nil
+	if o.hold {
+		// The page is the point of the station demo; without this it is gone before anyone
+		// opens it. Everything stops by the defers above once the signal cancels ctx.
+		say("▸ holding: the simulators, %d instances and the dashboard keep running; page http://%s/ — Ctrl-C or SIGTERM to stop",
+			len(boards), listen)
+		<-ctx.Done()
+		say("▸ stopping")
+	}
+	return result
 }
 
 // provisiondBinary returns the binary to run: --provisiond, or one built for the demo.

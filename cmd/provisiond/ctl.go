@@ -318,6 +318,13 @@ func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 		if f := a.FailedCommand; f != nil {
 			line("  failed", "%s (%s): %s", f.Command, f.CorrelationID, f.Error)
 		}
+		if a.Handshakes > 0 || a.BytesSent > 0 || a.BytesReceived > 0 {
+			hs := plural(a.Handshakes, "handshake")
+			if a.ResumedHandshakes > 0 {
+				hs += fmt.Sprintf(" (%d resumed)", a.ResumedHandshakes)
+			}
+			line("  network", "%s, %s, %d B sent, %d B received", hs, plural(a.Requests, "request"), a.BytesSent, a.BytesReceived)
+		}
 	} else {
 		line("last attempt", "none yet")
 	}
@@ -335,6 +342,10 @@ func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 	line("cursor", "%s", orNone(st.Cursor))
 	line("outbox pending", "%d response(s)", st.OutboxPending)
 	line("attempts", "%d", st.Attempts)
+	if st.HandshakesTotal > 0 || st.BytesSentTotal > 0 || st.BytesReceivedTotal > 0 {
+		line("network", "%s, %s, %d B sent, %d B received since start", plural(st.HandshakesTotal, "handshake"),
+			plural(st.RequestsTotal, "request"), st.BytesSentTotal, st.BytesReceivedTotal)
+	}
 	if n := len(st.Events); n > 0 {
 		b.WriteString("recent events:\n")
 		for _, e := range st.Events[max(0, n-recentEvents):] {
@@ -347,6 +358,14 @@ func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// plural is "1 request", "2 requests".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // when formats t in now's zone with its distance from now, e.g.

@@ -271,6 +271,11 @@ func TestPrintStatus(t *testing.T) {
 	busy.LastAttempt.Event, busy.LastAttempt.Failed = daemon.EventNoCommands, 1
 	busy.LastAttempt.FailedCommand = &status.FailedCommand{CorrelationID: "b7", Command: "AT%KEYGEN", Error: "+CME ERROR: 514"}
 	busy.Events = nil
+	traffic := fixtureStatus()
+	traffic.LastAttempt.Handshakes, traffic.LastAttempt.ResumedHandshakes, traffic.LastAttempt.Requests = 1, 1, 4
+	traffic.LastAttempt.BytesSent, traffic.LastAttempt.BytesReceived = 4963, 2893
+	traffic.HandshakesTotal, traffic.RequestsTotal, traffic.BytesSentTotal, traffic.BytesReceivedTotal = 3, 10, 14000, 9000
+	traffic.Events = nil
 	waiting := status.Daemon{Port: "/dev/ttyACM0", State: status.StateWaitingForModem, WaitingFor: "the modem on /dev/ttyACM0", IntervalSeconds: 60}
 
 	tests := []struct {
@@ -291,6 +296,18 @@ modem version:  mfw_nrf9161_2.0.2
 cursor:         a1b2c3
 outbox pending: 0 response(s)
 attempts:       3
+`},
+		{name: "with what the attempts cost on the wire", st: traffic, want: `state:          idle
+last attempt:   #3 DONE: 4 executed, 0 failed, 2026-11-25 17:48:00 UTC (12m0s ago)
+  network:      1 handshake (1 resumed), 4 requests, 4963 B sent, 2893 B received
+next attempt:   2026-11-26 17:48:00 UTC (in 23h48m0s)
+interval:       86400 s (24h0m0s)
+device uuid:    50363154-3931-44f0-8022-121b6401627d
+modem version:  mfw_nrf9161_2.0.2
+cursor:         a1b2c3
+outbox pending: 0 response(s)
+attempts:       3
+network:        3 handshakes, 10 requests, 14000 B sent, 9000 B received since start
 `},
 		{name: "waiting for the modem", st: waiting, want: `port:           /dev/ttyACM0
 state:          waiting_for_modem

@@ -33,6 +33,8 @@ type Result struct {
 	Finished bool
 	// Err is the error behind a failure, for errors.Is.
 	Err error
+	// Traffic is what the attempt's session cost on the wire, zero when it never connected.
+	Traffic transport.Stats
 }
 
 // outcome is a Result plus what the scheduler does next.
@@ -75,13 +77,19 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 	d.emit(EventStop, eventInfo{attempt: n, cursor: d.cursor})
 	d.mu.Lock()
 	d.status.last = &AttemptStatus{Number: n, Started: started, Finished: d.now(), Event: o.res.Event,
-		Reason: o.res.Reason, Executed: o.res.Executed, Failed: o.res.Failed, FailedCommand: failed}
+		Reason: o.res.Reason, Executed: o.res.Executed, Failed: o.res.Failed, FailedCommand: failed,
+		Handshakes: o.res.Traffic.Handshakes, ResumedHandshakes: o.res.Traffic.ResumedHandshakes,
+		Requests: o.res.Traffic.Requests, BytesSent: o.res.Traffic.BytesSent, BytesReceived: o.res.Traffic.BytesReceived}
 	if d.status.outcomes == nil {
 		d.status.outcomes = make(map[status.EventName]int)
 	}
 	d.status.outcomes[o.res.Event]++
 	d.status.executed += o.res.Executed
 	d.status.failedCmds += o.res.Failed
+	d.status.traffic.Handshakes += o.res.Traffic.Handshakes
+	d.status.traffic.Requests += o.res.Traffic.Requests
+	d.status.traffic.BytesSent += o.res.Traffic.BytesSent
+	d.status.traffic.BytesReceived += o.res.Traffic.BytesReceived
 	if d.status.last.Succeeded() {
 		d.status.lastSuccess = d.status.last.Finished
 	}
@@ -92,7 +100,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 // runAttempt is the loop of docs/protocol.md §1.5/§2.4 with the durable outbox in front: a pending
 // outbox is delivered before anything is fetched; then fetch → decode → execute → upload
 // until no commands (NO_COMMANDS) or an acknowledged FINISHED (DONE).
-func (d *Daemon) runAttempt(ctx context.Context, cfg Config, dial DialFunc, n int) outcome {
+func (d *Daemon) runAttempt(ctx context.Context, cfg Config, dial DialFunc, n int) (o outcome) {
 	var res Result
 	fail := func(err error) outcome { return d.failure(err, res) }
 
@@ -108,10 +116,14 @@ func (d *Daemon) runAttempt(ctx context.Context, cfg Config, dial DialFunc, n in
 		return fail(fmt.Errorf("daemon: connect: %w", err))
 	}
 	defer func() {
-		st := sess.Stats()
+		// Every return after the dial passes here, failures included, so the traffic reaches
+		// the outcome whichever way the attempt ended. The counts are read after Close so
+		// that the close_notify alerts it exchanges are part of the attempt's cost.
 		if err := sess.Close(); err != nil {
 			d.log.Debug("closing the session", zap.Error(err))
 		}
+		st := sess.Stats()
+		o.res.Traffic = st
 		d.log.Debug("attempt traffic", zap.Int("attempt", n), zap.Int("handshakes", st.Handshakes),
 			zap.Int("requests", st.Requests), zap.Int64("bytes_sent", st.BytesSent),
 			zap.Int64("bytes_received", st.BytesReceived))

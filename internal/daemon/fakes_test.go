@@ -377,8 +377,9 @@ type fakeCloud struct {
 	uploads    [][]proto.Response
 	uploadReqs []transport.UploadRequest
 	trace      []string // "dial", "fetch", "upload", "close" in order
-	onFetch    func()   // runs before a fetch is answered
-	onUpload   func()   // runs before an upload is answered
+	sessions   []*fakeSession
+	onFetch    func() // runs before a fetch is answered
+	onUpload   func() // runs before an upload is answered
 }
 
 func (c *fakeCloud) push(t *testing.T, cmds ...proto.Command) {
@@ -405,7 +406,9 @@ func (c *fakeCloud) Dial(ctx context.Context) (Session, error) {
 	if c.dialErr != nil {
 		return nil, c.dialErr
 	}
-	return &fakeSession{c: c}, nil
+	s := &fakeSession{c: c, stats: transport.Stats{Handshakes: 1}}
+	c.sessions = append(c.sessions, s)
+	return s, nil
 }
 
 func (c *fakeCloud) allUploads() [][]proto.Response {
@@ -420,7 +423,16 @@ func (c *fakeCloud) traceSnapshot() []string {
 	return append([]string(nil), c.trace...)
 }
 
-type fakeSession struct{ c *fakeCloud }
+// fakeSession counts its traffic as a transport would, so that tests can follow the counts
+// into the status: one handshake when dialled, a request per fetch and upload, the bodies as
+// bytes (a request line's worth each way besides).
+type fakeSession struct {
+	c     *fakeCloud
+	stats transport.Stats // guarded by c.mu
+}
+
+// fakeRequestBytes is what a fake request costs besides its body.
+const fakeRequestBytes = 100
 
 func (s *fakeSession) Fetch(ctx context.Context, req transport.FetchRequest) ([]byte, error) {
 	c := s.c
@@ -434,6 +446,9 @@ func (s *fakeSession) Fetch(ctx context.Context, req transport.FetchRequest) ([]
 	defer c.mu.Unlock()
 	c.trace = append(c.trace, "fetch")
 	c.fetches = append(c.fetches, req)
+	s.stats.Requests++
+	s.stats.BytesSent += fakeRequestBytes
+	s.stats.BytesReceived += fakeRequestBytes
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -454,6 +469,7 @@ func (s *fakeSession) Fetch(ctx context.Context, req transport.FetchRequest) ([]
 	}
 	b := c.queue[0]
 	c.queue = c.queue[1:]
+	s.stats.BytesReceived += int64(len(b))
 	return b, nil
 }
 
@@ -468,6 +484,9 @@ func (s *fakeSession) Upload(ctx context.Context, req transport.UploadRequest) e
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.trace = append(c.trace, "upload")
+	s.stats.Requests++
+	s.stats.BytesSent += fakeRequestBytes + int64(len(req.Body))
+	s.stats.BytesReceived += fakeRequestBytes
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -487,7 +506,11 @@ func (s *fakeSession) Upload(ctx context.Context, req transport.UploadRequest) e
 	return nil
 }
 
-func (s *fakeSession) Stats() transport.Stats { return transport.Stats{} }
+func (s *fakeSession) Stats() transport.Stats {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.stats
+}
 
 func (s *fakeSession) Close() error {
 	s.c.mu.Lock()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/provisiond/provisiond/internal/proto"
 	"github.com/provisiond/provisiond/internal/status"
+	"github.com/provisiond/provisiond/internal/transport"
 )
 
 // Scheduler states reported by Status.
@@ -41,6 +42,7 @@ type statusState struct {
 	outcomes      map[status.EventName]int
 	executed      int
 	failedCmds    int
+	traffic       transport.Stats // summed over the attempts since start
 	lastSuccess   time.Time
 	events        eventRing
 }
@@ -62,6 +64,11 @@ func (d *Daemon) Status() Status {
 		Attempts:         d.status.attempts,
 		CommandsExecuted: d.status.executed,
 		CommandsFailed:   d.status.failedCmds,
+
+		HandshakesTotal:    d.status.traffic.Handshakes,
+		RequestsTotal:      d.status.traffic.Requests,
+		BytesSentTotal:     d.status.traffic.BytesSent,
+		BytesReceivedTotal: d.status.traffic.BytesReceived,
 	}
 	if len(d.status.outcomes) > 0 {
 		s.Outcomes = make(map[status.EventName]int, len(d.status.outcomes))

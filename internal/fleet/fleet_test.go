@@ -28,9 +28,11 @@ func done(uuid string) *status.Daemon {
 	fin := t0.Add(-time.Minute)
 	next := t0.Add(90 * time.Second)
 	return &status.Daemon{Port: "/dev/ttyACM0", State: status.StateIdle, DeviceUUID: uuid, Attempts: 2,
-		LastAttempt: &status.Attempt{Number: 2, Event: "DONE", Executed: 5, Finished: fin},
+		LastAttempt: &status.Attempt{Number: 2, Event: "DONE", Executed: 5, Finished: fin,
+			Handshakes: 1, ResumedHandshakes: 1, Requests: 4, BytesSent: 4963, BytesReceived: 2893},
 		NextAttempt: &next, Outcomes: map[status.EventName]int{"DONE": 1, "NO_COMMANDS": 1},
-		CommandsExecuted: 5, LastSuccess: &fin}
+		CommandsExecuted: 5, LastSuccess: &fin,
+		HandshakesTotal: 2, RequestsTotal: 6, BytesSentTotal: 7000, BytesReceivedTotal: 5000}
 }
 
 func failed(uuid string) *status.Daemon {
@@ -191,6 +193,7 @@ func TestMetricsParse(t *testing.T) {
 	s := Snapshot{Time: t0, Instances: []Row{
 		{Instance: "ttyACM0", Status: done("u-a")},
 		{Instance: "ttyACM1", Status: failed("u-b")},
+		{Instance: "ttyACM2", Status: running("u-c")},
 		{Instance: `odd"name\`, Error: "gone: nothing listens on its socket"},
 	}}
 	var b strings.Builder
@@ -241,6 +244,14 @@ func TestMetricsParse(t *testing.T) {
 		{"provisiond_commands_total", map[string]string{"instance": "ttyACM1", "result": "ok"}, 2},
 		{"provisiond_last_success_timestamp_seconds", map[string]string{"instance": "ttyACM0"}, float64(t0.Add(-time.Minute).Unix())},
 		{"provisiond_results_waiting", map[string]string{"instance": "ttyACM1", "device_uuid": "u-b"}, 2},
+		{"provisiond_handshakes_total", map[string]string{"instance": "ttyACM0", "device_uuid": "u-a"}, 2},
+		{"provisiond_handshakes_total", map[string]string{"instance": "ttyACM1"}, 0},
+		{"provisiond_network_bytes_total", map[string]string{"instance": "ttyACM0", "direction": "sent"}, 7000},
+		{"provisiond_network_bytes_total", map[string]string{"instance": "ttyACM0", "direction": "received"}, 5000},
+		{"provisiond_last_attempt_handshakes", map[string]string{"instance": "ttyACM0"}, 1},
+		{"provisiond_last_attempt_network_bytes", map[string]string{"instance": "ttyACM0", "direction": "sent"}, 4963},
+		{"provisiond_last_attempt_network_bytes", map[string]string{"instance": "ttyACM0", "direction": "received"}, 2893},
+		{"provisiond_last_attempt_network_bytes", map[string]string{"instance": "ttyACM1", "direction": "received"}, 0},
 	}
 	for _, tc := range tests {
 		got, ok := value(tc.name, tc.labels)
@@ -251,8 +262,19 @@ func TestMetricsParse(t *testing.T) {
 	if _, ok := value("provisiond_last_success_timestamp_seconds", map[string]string{"instance": "ttyACM1"}); ok {
 		t.Error("an instance that never succeeded has a last success time")
 	}
-	if f := fams["provisiond_attempts_total"]; f.GetType() != dto.MetricType_COUNTER {
-		t.Errorf("provisiond_attempts_total is a %v, want a counter", f.GetType())
+	for name, typ := range map[string]dto.MetricType{
+		"provisiond_attempts_total":             dto.MetricType_COUNTER,
+		"provisiond_handshakes_total":           dto.MetricType_COUNTER,
+		"provisiond_network_bytes_total":        dto.MetricType_COUNTER,
+		"provisiond_last_attempt_handshakes":    dto.MetricType_GAUGE,
+		"provisiond_last_attempt_network_bytes": dto.MetricType_GAUGE,
+	} {
+		if f := fams[name]; f.GetType() != typ || f.GetHelp() == "" {
+			t.Errorf("%s is a %v with help %q, want a %v with help", name, f.GetType(), f.GetHelp(), typ)
+		}
+	}
+	if _, ok := value("provisiond_last_attempt_handshakes", map[string]string{"instance": "ttyACM2"}); ok {
+		t.Error("an instance whose first attempt has not finished has a last attempt's handshakes")
 	}
 }
 

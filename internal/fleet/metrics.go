@@ -73,6 +73,28 @@ func WriteMetrics(w io.Writer, s Snapshot) error {
 		each(func(r Row, st *status.Daemon, emit func(Row, string, float64)) {
 			emit(r, "", float64(st.OutboxPending))
 		}))
+	fam("provisiond_handshakes_total", "counter", "TLS or DTLS handshakes with the Provisioning Service since the instance started, resumed ones included.",
+		each(func(r Row, st *status.Daemon, emit func(Row, string, float64)) {
+			emit(r, "", float64(st.HandshakesTotal))
+		}))
+	fam("provisiond_network_bytes_total", "counter", "Bytes exchanged with the Provisioning Service since the instance started, TLS or DTLS framing included, by direction.",
+		each(func(r Row, st *status.Daemon, emit func(Row, string, float64)) {
+			emit(r, `,direction="sent"`, float64(st.BytesSentTotal))
+			emit(r, `,direction="received"`, float64(st.BytesReceivedTotal))
+		}))
+	fam("provisiond_last_attempt_handshakes", "gauge", "TLS or DTLS handshakes of the last finished attempt; absent before the first.",
+		each(func(r Row, st *status.Daemon, emit func(Row, string, float64)) {
+			if a := st.LastAttempt; a != nil {
+				emit(r, "", float64(a.Handshakes))
+			}
+		}))
+	fam("provisiond_last_attempt_network_bytes", "gauge", "Bytes the last finished attempt exchanged with the Provisioning Service, by direction; absent before the first.",
+		each(func(r Row, st *status.Daemon, emit func(Row, string, float64)) {
+			if a := st.LastAttempt; a != nil {
+				emit(r, `,direction="sent"`, float64(a.BytesSent))
+				emit(r, `,direction="received"`, float64(a.BytesReceived))
+			}
+		}))
 	fam("provisiond_attempt_running", "gauge", "1 while a provisioning attempt runs.",
 		each(func(r Row, st *status.Daemon, emit func(Row, string, float64)) {
 			emit(r, "", b2f(st.State == status.StateProvisioning))

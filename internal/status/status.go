@@ -54,7 +54,13 @@ type Daemon struct {
 	CommandsFailed   int `json:"commands_failed"`
 	// LastSuccess is when the last attempt that Succeeded finished.
 	LastSuccess *time.Time `json:"last_success,omitempty"`
-	Events      []Event    `json:"events"`
+	// HandshakesTotal, RequestsTotal, BytesSentTotal and BytesReceivedTotal add up the wire
+	// cost of the attempts since start (see the fields of the same names in Attempt).
+	HandshakesTotal    int     `json:"handshakes_total"`
+	RequestsTotal      int     `json:"requests_total"`
+	BytesSentTotal     int64   `json:"bytes_sent_total"`
+	BytesReceivedTotal int64   `json:"bytes_received_total"`
+	Events             []Event `json:"events"`
 }
 
 // Progress is where the running attempt is.
@@ -85,6 +91,15 @@ type Attempt struct {
 	// FailedCommand is the command that failed in this attempt, if one did. An attempt can
 	// end as NO_COMMANDS after reporting a failed command: this says which.
 	FailedCommand *FailedCommand `json:"failed_command,omitempty"`
+	// What the attempt cost on the wire, counted by its session with the service: all zero
+	// when it ended before connecting. Handshakes counts full and resumed (D)TLS handshakes,
+	// ResumedHandshakes those of them that resumed a cached session; Requests the HTTP
+	// requests or CoAP exchanges; the bytes include the TLS/DTLS framing.
+	Handshakes        int   `json:"handshakes,omitempty"`
+	ResumedHandshakes int   `json:"resumed_handshakes,omitempty"`
+	Requests          int   `json:"requests,omitempty"`
+	BytesSent         int64 `json:"bytes_sent,omitempty"`
+	BytesReceived     int64 `json:"bytes_received,omitempty"`
 }
 
 // Succeeded reports whether the attempt ended well: DONE, or NO_COMMANDS without a command
