@@ -539,6 +539,31 @@ func TestLateAnswerWhileIdleNeedsNoProbe(t *testing.T) {
 	}
 }
 
+// TestLateInfoLineWhileIdleThenProbe: a timed-out read's information line comes while idle,
+// its final result only once the resynchronising probe is on the wire. The probe skips that
+// final result, and the command after it gets its own answer, not a discarded one.
+func TestLateInfoLineWhileIdleThenProbe(t *testing.T) {
+	f := newFake(map[string][]item{
+		"AT+CFUN?\r\n": nil,
+		"AT+CMEE?\r\n": say("OK\r\n+CMEE: 0\r\nOK\r\n"), // the late final result, then its own
+		"AT+CGMR\r\n":  say("mfw_nrf91x1_2.0.2\r\nOK\r\n"),
+	})
+	c := newClient(t, f, Config{})
+	if _, err := c.Command(expireOn(f, "AT+CFUN?\r\n"), "AT+CFUN?"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	f.inject(item{data: "+CFUN: 4\r\n"})
+	waitFor(t, "the late information line", func() bool { return c.Stats().StaleLines == 1 })
+	resp, err := c.Command(context.Background(), "AT+CGMR")
+	if err != nil || resp.Raw != "mfw_nrf91x1_2.0.2\r\nOK\r\n" {
+		t.Fatalf("got %q, %v; want its own answer", resp.Raw, err)
+	}
+	want := []string{"AT+CFUN?\r\n", "AT+CMEE?\r\n", "AT+CGMR\r\n"}
+	if got := f.commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("wrote %q, want %q", got, want)
+	}
+}
+
 func TestUnansweredProbeGetsADifferentProbe(t *testing.T) {
 	f := newFake(map[string][]item{
 		"AT+CGMR\r\n":  nil,
