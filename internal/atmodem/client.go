@@ -24,7 +24,20 @@
 // arrive while idle settle nothing. Should the previous user's answers include a probe's
 // (it was itself resynchronising) and be taken for this client's, the probe answers that
 // follow are recognised in the next command's answer by their information line (+CMEE:,
-// +CFUN:, +CGSN:, when the command has no such answer of its own) and discarded.
+// +CFUN:, +CGSN:, %SHORTSWVER:, when the command has no such answer of its own) and
+// discarded, also when that line came while idle and only its final result comes with the
+// next command.
+//
+// A first command that is a constant read, AT%SHORTSWVER or AT+CGSN=1, is its own opening
+// probe and needs none before it: everything before its own information line is a late
+// answer and discarded, and its final result after that line ends the resynchronisation.
+// Its answer can only be taken from a previous user that sent the same read, and then says
+// the same (firmware version and IMEI do not change while the modem runs); its own answer
+// then follows and is discarded as above. Reads whose value can change (+CMEE?, +CFUN?)
+// are probed first: a late answer could predate a change. Both the probe and the constant
+// read rely on the previous user sending nothing but probes while an answer is due, as this
+// client does: a command it sent straight after an unanswered read of the same kind would
+// be answered after the one taken, where nothing tells it from the next command's answer.
 //
 // The probe runs within the new command's deadline; if it gets no answer the command fails
 // with ErrTimeout and the count grows by one. MaxTimeouts timeouts in a row (10 by default,

@@ -539,6 +539,31 @@ func TestLateAnswerWhileIdleNeedsNoProbe(t *testing.T) {
 	}
 }
 
+// TestLateInfoLineWhileIdleThenProbe: a timed-out read's information line comes while idle,
+// its final result only once the resynchronising probe is on the wire. The probe skips that
+// final result, and the command after it gets its own answer, not a discarded one.
+func TestLateInfoLineWhileIdleThenProbe(t *testing.T) {
+	f := newFake(map[string][]item{
+		"AT+CFUN?\r\n": nil,
+		"AT+CMEE?\r\n": say("OK\r\n+CMEE: 0\r\nOK\r\n"), // the late final result, then its own
+		"AT+CGMR\r\n":  say("mfw_nrf91x1_2.0.2\r\nOK\r\n"),
+	})
+	c := newClient(t, f, Config{})
+	if _, err := c.Command(expireOn(f, "AT+CFUN?\r\n"), "AT+CFUN?"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	f.inject(item{data: "+CFUN: 4\r\n"})
+	waitFor(t, "the late information line", func() bool { return c.Stats().StaleLines == 1 })
+	resp, err := c.Command(context.Background(), "AT+CGMR")
+	if err != nil || resp.Raw != "mfw_nrf91x1_2.0.2\r\nOK\r\n" {
+		t.Fatalf("got %q, %v; want its own answer", resp.Raw, err)
+	}
+	want := []string{"AT+CFUN?\r\n", "AT+CMEE?\r\n", "AT+CGMR\r\n"}
+	if got := f.commands(); !reflect.DeepEqual(got, want) {
+		t.Errorf("wrote %q, want %q", got, want)
+	}
+}
+
 func TestUnansweredProbeGetsADifferentProbe(t *testing.T) {
 	f := newFake(map[string][]item{
 		"AT+CGMR\r\n":  nil,
@@ -862,39 +887,92 @@ func BenchmarkCommandFake(b *testing.B) {
 
 // TestNewClientResyncs: answers to commands of the port's previous user (a process killed
 // while the modem still worked on them) can arrive at any time after New. A new client
-// probes before its first command and no answer is ever taken for a later command's.
+// probes before its first command, unless that command is a constant read (AT%SHORTSWVER,
+// AT+CGSN=1) that is its own opening probe, and no late answer is ever taken for one of its
+// commands.
 func TestNewClientResyncs(t *testing.T) {
-	const version = "%SHORTSWVER: nrf91x1_2.0.2"
+	const (
+		version = "%SHORTSWVER: nrf91x1_2.0.2" // AT%SHORTSWVER's answer: a constant read
+		fw      = "mfw_nrf91x1_2.0.2"          // AT+CGMR's answer: no information line of its own
+		imei    = "+CGSN: \"352656100367872\""
+		cfun    = "+CFUN: 1\r\nOK\r\n"
+	)
+	probed := func(first string) []string { return []string{"AT+CMEE?\r\n", first + "\r\n", "AT+CFUN?\r\n"} }
+	unprobed := func(first string) []string { return []string{first + "\r\n", "AT+CFUN?\r\n"} }
 	tests := []struct {
-		name    string
-		late    string // injected right after New, before the first command
-		probe   string // what the modem sends after the opening probe
-		cmd     string // what it sends after the first command
-		stale   uint64 // stale lines once both commands are done
-		wantRaw string // the first command's answer
+		name       string
+		first      string   // the client's first command
+		late       string   // injected right after New, before the first command
+		probe      string   // what the modem sends after the opening probe, if one is written
+		cmd        string   // what it sends after the first command
+		idle       uint64   // if set, stale lines to wait for before the second command
+		next       string   // what it sends after the second command, AT+CFUN? (default cfun)
+		stale      uint64   // stale lines once both commands are done
+		wantRaw    string   // the first command's answer
+		wantWrites []string //
 	}{
-		{name: "late OK", late: "OK\r\n",
-			probe: "+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 1},
-		{name: "late ERROR and CME ERROR", late: "ERROR\r\n+CME ERROR: 514\r\n",
-			probe: "+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 2},
-		{name: "late information lines", late: "%ATTESTTOKEN: \"a.b\"\r\nOK\r\nmfw_nrf91x1_2.0.2\r\nOK\r\n",
-			probe: "+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 4},
-		{name: "late answers after the probe was written",
-			probe: "%KEYGEN: \"c.s\"\r\nOK\r\n+CME ERROR: 518\r\n+CMEE: 0\r\nOK\r\n", cmd: version + "\r\nOK\r\n", stale: 3},
-		{name: "late answers of the previous client's probes",
+		{name: "late OK", first: "AT+CGMR", late: "OK\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: fw + "\r\nOK\r\n", stale: 1,
+			wantRaw: fw + "\r\nOK\r\n", wantWrites: probed("AT+CGMR")},
+		{name: "late ERROR and CME ERROR", first: "AT+CGMR", late: "ERROR\r\n+CME ERROR: 514\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: fw + "\r\nOK\r\n", stale: 2,
+			wantRaw: fw + "\r\nOK\r\n", wantWrites: probed("AT+CGMR")},
+		{name: "late information lines", first: "AT+CGMR", late: "%ATTESTTOKEN: \"a.b\"\r\nOK\r\n" + fw + "\r\nOK\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: fw + "\r\nOK\r\n", stale: 4,
+			wantRaw: fw + "\r\nOK\r\n", wantWrites: probed("AT+CGMR")},
+		{name: "late answers after the probe was written", first: "AT+CGMR",
+			probe: "%KEYGEN: \"c.s\"\r\nOK\r\n+CME ERROR: 518\r\n+CMEE: 0\r\nOK\r\n", cmd: fw + "\r\nOK\r\n", stale: 3,
+			wantRaw: fw + "\r\nOK\r\n", wantWrites: probed("AT+CGMR")},
+		{name: "late answers of the previous client's probes", first: "AT+CGMR",
 			// The previous client's +CMEE? probe is answered first and taken for this one's;
 			// then its +CFUN? probe and this client's own probe are answered, during the
 			// first command.
-			probe: "+CMEE: 0\r\nOK\r\n", cmd: "+CFUN: 4\r\nOK\r\n+CMEE: 0\r\nOK\r\n" + version + "\r\nOK\r\n", stale: 4},
-		{name: "a previous probe's answer with more lines",
-			probe: "+CMEE: 0\r\nOK\r\n", cmd: "+CGSN: \"352656100367872\"\r\nmore\r\nOK\r\n" + version + "\r\nOK\r\n", stale: 3},
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: "+CFUN: 4\r\nOK\r\n+CMEE: 0\r\nOK\r\n" + fw + "\r\nOK\r\n", stale: 4,
+			wantRaw: fw + "\r\nOK\r\n", wantWrites: probed("AT+CGMR")},
+		{name: "a previous probe's answer with more lines", first: "AT+CGMR",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: imei + "\r\nmore\r\nOK\r\n" + fw + "\r\nOK\r\n", stale: 3,
+			wantRaw: fw + "\r\nOK\r\n", wantWrites: probed("AT+CGMR")},
+		{name: "a read whose value can change is probed", first: "AT+CFUN?", late: "OK\r\n",
+			probe: "+CMEE: 0\r\nOK\r\n", cmd: cfun, stale: 1,
+			wantRaw: cfun, wantWrites: probed("AT+CFUN?")},
+		{name: "constant read: late OK", first: "AT%SHORTSWVER", late: "OK\r\n",
+			cmd: version + "\r\nOK\r\n", stale: 1,
+			wantRaw: version + "\r\nOK\r\n", wantWrites: unprobed("AT%SHORTSWVER")},
+		{name: "constant read: late OK and errors after it was written", first: "AT%SHORTSWVER",
+			cmd: "OK\r\nERROR\r\n+CME ERROR: 514\r\n" + version + "\r\nOK\r\n", stale: 3,
+			wantRaw: version + "\r\nOK\r\n", wantWrites: unprobed("AT%SHORTSWVER")},
+		{name: "constant read: late information lines after it was written", first: "AT%SHORTSWVER",
+			cmd: "%ATTESTTOKEN: \"a.b\"\r\nOK\r\n" + fw + "\r\nOK\r\n" + version + "\r\nOK\r\n", stale: 4,
+			wantRaw: version + "\r\nOK\r\n", wantWrites: unprobed("AT%SHORTSWVER")},
+		{name: "constant read: a previous client's probe answer", first: "AT%SHORTSWVER",
+			cmd: "+CMEE: 0\r\nOK\r\n+CFUN: 4\r\nOK\r\n" + version + "\r\nOK\r\n", stale: 4,
+			wantRaw: version + "\r\nOK\r\n", wantWrites: unprobed("AT%SHORTSWVER")},
+		{name: "constant read: IMEI, late ERROR", first: "AT+CGSN=1", late: "ERROR\r\n",
+			cmd: "OK\r\n" + imei + "\r\nOK\r\n", stale: 2,
+			wantRaw: imei + "\r\nOK\r\n", wantWrites: unprobed("AT+CGSN=1")},
+		{name: "constant read: a previous user's answer to it, then its own during the next command",
+			// The previous user's answer is the same (the value is constant); this client's
+			// own comes after it and is not the next command's.
+			first: "AT%SHORTSWVER", cmd: version + "\r\nOK\r\n",
+			next: version + "\r\nOK\r\n" + cfun, stale: 2,
+			wantRaw: version + "\r\nOK\r\n", wantWrites: unprobed("AT%SHORTSWVER")},
+		{name: "constant read: its own answer split around the next command",
+			// The own answer's information line comes while idle; its OK only once the next
+			// command is written, and must not be taken for that command's.
+			first: "AT%SHORTSWVER", cmd: version + "\r\nOK\r\n" + version + "\r\n", idle: 1,
+			next: "OK\r\n" + cfun, stale: 2,
+			wantRaw: version + "\r\nOK\r\n", wantWrites: unprobed("AT%SHORTSWVER")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			next := tt.next
+			if next == "" {
+				next = cfun
+			}
 			f := newFake(map[string][]item{
-				"AT+CMEE?\r\n":      say(tt.probe),
-				"AT%SHORTSWVER\r\n": say(tt.cmd),
-				"AT+CFUN?\r\n":      say("+CFUN: 1\r\nOK\r\n"),
+				"AT+CMEE?\r\n":    say(tt.probe),
+				"AT+CFUN?\r\n":    say(next),
+				tt.first + "\r\n": say(tt.cmd), // for AT+CFUN? first: both answers are cfun
 			})
 			f.scriptOpen = true
 			c := newClient(t, f, Config{})
@@ -903,17 +981,19 @@ func TestNewClientResyncs(t *testing.T) {
 				n := uint64(strings.Count(tt.late, "\n"))
 				waitFor(t, "the late answers", func() bool { return c.Stats().StaleLines == n })
 			}
-			resp, err := c.Command(context.Background(), "AT%SHORTSWVER")
-			if err != nil || resp.Raw != version+"\r\nOK\r\n" {
-				t.Fatalf("first command: got %q, %v; want its own answer", resp.Raw, err)
+			resp, err := c.Command(context.Background(), tt.first)
+			if err != nil || resp.Raw != tt.wantRaw {
+				t.Fatalf("first command: got %q, %v; want its own answer %q", resp.Raw, err, tt.wantRaw)
+			}
+			if tt.idle > 0 {
+				waitFor(t, "the rest of the answer", func() bool { return c.Stats().StaleLines == tt.idle })
 			}
 			resp, err = c.Command(context.Background(), "AT+CFUN?")
-			if err != nil || resp.Raw != "+CFUN: 1\r\nOK\r\n" {
+			if err != nil || resp.Raw != cfun {
 				t.Fatalf("second command: got %q, %v; want its own answer", resp.Raw, err)
 			}
-			want := []string{"AT+CMEE?\r\n", "AT%SHORTSWVER\r\n", "AT+CFUN?\r\n"}
-			if got := f.commands(); !reflect.DeepEqual(got, want) {
-				t.Errorf("wrote %q, want %q (one probe, at open)", got, want)
+			if got := f.commands(); !reflect.DeepEqual(got, tt.wantWrites) {
+				t.Errorf("wrote %q, want %q", got, tt.wantWrites)
 			}
 			if got := c.Stats().StaleLines; got != tt.stale {
 				t.Errorf("Stats.StaleLines = %d, want %d", got, tt.stale)

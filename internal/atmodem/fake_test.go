@@ -35,9 +35,9 @@ type fakePort struct {
 	written  []string
 	unknown  []string
 	onWrite  func(cmd string) // if set, told of every complete command written
-	// A new client probes before its first command (package doc, "Late answers"). Unless
-	// scriptOpen is set, the fake answers that probe itself as an idle modem would, without
-	// recording it in written, and counts it in opened.
+	// A new client probes before its first command unless that is a constant read (package
+	// doc, "Late answers"). Unless scriptOpen is set, the fake answers that probe itself as
+	// an idle modem would, without recording it in written, and counts it in opened.
 	scriptOpen bool
 	opened     int
 

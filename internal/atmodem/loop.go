@@ -26,6 +26,26 @@ var probes = []struct{ cmd, answer string }{
 	{"AT+CGSN=1", "+CGSN:"},
 }
 
+// constantReads are reads whose answer stays the same for as long as the modem runs, each
+// with a distinct information line that only it produces. A new client's first command that
+// is one of them is its own opening probe (package doc, "Late answers"): a previous user's
+// late answer to the same read says what ours would. Reads whose value can change (+CMEE?,
+// +CFUN?) are not among them: a late answer could hold a value from before a change.
+var constantReads = []struct{ cmd, answer string }{
+	{"AT+CGSN=1", "+CGSN:"},
+	{"AT%SHORTSWVER", "%SHORTSWVER:"},
+}
+
+// isConstantRead reports whether cmd is one of constantReads.
+func isConstantRead(cmd string) bool {
+	for _, r := range constantReads {
+		if cmd == r.cmd {
+			return true
+		}
+	}
+	return false
+}
+
 // exchange is the command or probe on the wire.
 type exchange struct {
 	answer   string   // answer prefix: lines with it are never URCs
@@ -36,11 +56,16 @@ type exchange struct {
 	excess   int  // lines discarded because size reached MaxResponseLen
 	overlong bool // a line of this response was discarded
 	foreign  bool // inside another command's answer (isForeignProbeAnswer), until its final
+	// opening: the command is a constant read standing in for the opening probe. Until its
+	// own information line arrives, whatever comes is a previous user's late answer.
+	opening bool
 }
 
-// isForeignProbeAnswer reports whether line is the information line of a probe that cmd
-// cannot have produced. In the answer to cmd it is a late answer: the probe of a previous
-// user of the port whose answer the opening probe was taken for, or that probe's own. Skipped
+// isForeignProbeAnswer reports whether line is the information line of a probe or of a
+// constant read that cmd cannot have produced. In the answer to cmd it is a late answer: the
+// probe of a previous user of the port whose answer the opening probe was taken for, or that
+// probe's own; likewise for an opening constant read (constantReads). With cmd "" it reports
+// whether line is any of those information lines, none of which is ever unsolicited. Skipped
 // for concatenated commands (AT+CFUN?;+CMEE?), whose answers mix prefixes.
 func isForeignProbeAnswer(line, cmd string) bool {
 	if strings.Contains(cmd, ";") {
@@ -49,6 +74,11 @@ func isForeignProbeAnswer(line, cmd string) bool {
 	own := answerPrefix(cmd)
 	for _, p := range probes {
 		if strings.HasPrefix(line, p.answer) && p.answer != own {
+			return true
+		}
+	}
+	for _, r := range constantReads {
+		if strings.HasPrefix(line, r.answer) && r.answer != own {
 			return true
 		}
 	}
@@ -77,6 +107,7 @@ type loopState struct {
 	// user may have left commands running in the modem). The next command probes first, and
 	// only a probe's own answer ends it: late final results counted while idle do not.
 	unsynced     bool
+	lateInfo     bool   // a probe's or constant read's information line came while idle, its final result not yet
 	unanswered   int    // timed-out commands and probes on the wire whose answer may still come
 	staleAnswer  string // answer prefix of the last timed-out command
 	lastProbe    int    // index of the last probe that went unanswered, -1 if none
@@ -211,6 +242,14 @@ func (c *Client) advance() {
 	switch {
 	case c.writing:
 		c.phase = phaseWaitWriter
+	case c.unsynced && c.unanswered == 0 && isConstantRead(c.cur.cmd):
+		// Nothing of this client's is on the wire, only what a previous user may have left:
+		// the command is its own opening probe (package doc, "Late answers").
+		c.phase = phaseCommand
+		c.ex = newExchange(c.cur.cmd)
+		c.ex.opening = true
+		c.lateInfo = false // the opening discards everything before its own line anyway
+		c.write(c.cur.wire)
 	case c.unanswered > 0 || c.unsynced:
 		c.probe = 0
 		for i, p := range probes {
@@ -221,11 +260,15 @@ func (c *Client) advance() {
 		}
 		c.phase = phaseProbe
 		c.probeSawInfo = false
+		c.lateInfo = false // a late final result does not end a probe
 		c.ex = newExchange(probes[c.probe].cmd)
 		c.write([]byte(probes[c.probe].cmd + c.terminator))
 	default:
 		c.phase = phaseCommand
 		c.ex = newExchange(c.cur.cmd)
+		// The rest of a late answer whose information line came while idle (the own answer
+		// of an opening constant read that took a previous user's) is not this command's.
+		c.ex.foreign, c.lateInfo = c.lateInfo, false
 		c.write(c.cur.wire)
 	}
 }
@@ -257,6 +300,7 @@ func (c *Client) onLine(line string) {
 			// A final result with nothing on the wire: the late answer of a timed-out
 			// command (which ends the stale state), or noise.
 			c.stats.stale.Add(1)
+			c.lateInfo = false
 			if c.unanswered > 0 {
 				if c.unanswered--; c.unanswered == 0 && !c.unsynced {
 					c.synced()
@@ -264,6 +308,11 @@ func (c *Client) onLine(line string) {
 			}
 		case isURC(line, ""):
 			c.deliverURC(line)
+		case isForeignProbeAnswer(line, ""):
+			// Never unsolicited: a late answer, whose final result may only come once the
+			// next command is on the wire.
+			c.stats.stale.Add(1)
+			c.lateInfo = true
 		case c.unanswered > 0 || c.unsynced:
 			c.stats.stale.Add(1)
 		default:
@@ -290,6 +339,15 @@ func (c *Client) onLine(line string) {
 		ex.foreign = fk == notFinal
 		ex.lines, ex.size, ex.excess, ex.overlong = nil, 0, 0, false
 		return
+	}
+	if ex.opening {
+		if fk != notFinal || !strings.HasPrefix(line, ex.answer) {
+			// Before the command's own information line: a previous user's late answer.
+			c.stats.stale.Add(1)
+			return
+		}
+		ex.opening = false
+		c.synced()
 	}
 	if c.phase == phaseProbe {
 		switch {
