@@ -11,8 +11,8 @@ import (
 // before each collection and the runtime keeps those pages; attempts are seconds to hours
 // apart, so that memory sits unused.
 const (
-	// gcPercent halves the heap floor (4 MB × GOGC/100): 2.3 MiB less private memory while
-	// attempts run back to back, for about one more collection every ten attempts.
+	// gcPercent halves the heap floor (4 MB × GOGC/100): about 2 MiB less private memory
+	// while attempts run back to back, for about one more collection every four attempts.
 	gcPercent = 50
 	// releaseAfter is how long no attempt must end before the free pages go back to the OS:
 	// a collection and a release cost several ms of CPU, paid once after a burst of attempts
