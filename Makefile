@@ -5,6 +5,9 @@ GO          ?= go
 BIN         := $(CURDIR)/bin
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
+# nethttpomithttp2 leaves net/http's bundled HTTP/2 out (0.5 MB): provisiond speaks HTTP/1.1
+# only (the device's protocol; the control socket and the dashboard are plain HTTP/1.1).
+TAGS        := nethttpomithttp2
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(BIN)/staticcheck
 FUZZTIME    ?= 30s
@@ -15,7 +18,7 @@ PKGS        := ./...
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 tools: $(STATICCHECK)
 

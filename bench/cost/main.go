@@ -136,7 +136,7 @@ func sizes(ctx context.Context, root, tmp string) error {
 		}
 		name := "go build ./cmd/provisiond"
 		if stripped {
-			name = "go build -trimpath -ldflags '-s -w' ./cmd/provisiond"
+			name = "go build -trimpath -tags " + benchkit.ReleaseTags + " -ldflags '-s -w' ./cmd/provisiond"
 		}
 		fmt.Printf("| `%s` | %d | %.2f |\n", name, fi.Size(), float64(fi.Size())/(1<<20))
 	}
@@ -425,25 +425,71 @@ func daemonCPU(ctx context.Context, bed *testbed.Bed, bin string, n int, idle []
 		return nil
 	}
 	fmt.Printf("## Memory over %d more attempts (10-command batch each)\n\n", long)
-	fmt.Println("| attempts | VmRSS | RssAnon | RssFile | open fds | threads |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Printf("Back to back; at each checkpoint RssAnon is read when the attempt's DONE is logged, then, after %s\n", settle)
+	fmt.Println("without an attempt (production attempts are seconds to hours apart), everything else. Private anon:")
+	fmt.Println("per mapping of /proc/PID/smaps, min(Anonymous, Private_Clean+Private_Dirty), summed.")
+	fmt.Println()
+	fmt.Println("| attempts | RssAnon at DONE | RssAnon | private anon (smaps) | Pss | VmRSS | RssFile | open fds | threads |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	every := max(1, long/12)
+	start, err := benchkit.ReadProc(p.Pid())
+	if err != nil {
+		return err
+	}
+	var end benchkit.Proc
 	for i := 1; i <= long; i++ {
-		if _, _, _, err := attempt(benchkit.Batch10.Reqs()); err != nil {
+		_, after, _, err := attempt(benchkit.Batch10.Reqs())
+		if err != nil {
 			return fmt.Errorf("long attempt %d: %w", i, err)
 		}
 		if i%every == 0 || i == long {
-			p, err := benchkit.ReadProc(p.Pid())
+			select {
+			case <-time.After(settle):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			q, err := benchkit.ReadProc(p.Pid())
 			if err != nil {
 				return err
 			}
-			fmt.Printf("| %d | %.2f MiB | %.2f MiB | %.2f MiB | %d | %d |\n", n+i, float64(p.RSSKiB)/1024,
-				float64(p.AnonKiB)/1024, float64(p.FileKiB)/1024, p.FDs, p.Threads)
+			end = q
+			sm, err := benchkit.ReadSmaps(p.Pid())
+			if err != nil {
+				return err
+			}
+			fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %d | %d |\n", n+i, mib(after.AnonKiB), mib(q.AnonKiB),
+				mib(sm.PrivateAnon), mib(sm.Pss), mib(q.RSSKiB), mib(q.FileKiB), q.FDs, q.Threads)
 		}
 	}
+	// Then idle as long as the longest -idle window: what the daemon keeps between attempts.
+	rest := idle[len(idle)-1]
+	select {
+	case <-time.After(rest):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	q, err := benchkit.ReadProc(p.Pid())
+	if err != nil {
+		return err
+	}
+	sm, err := benchkit.ReadSmaps(p.Pid())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("| then %s idle | | %s | %s | %s | %s | %s | %d | %d |\n", rest, mib(q.AnonKiB),
+		mib(sm.PrivateAnon), mib(sm.Pss), mib(q.RSSKiB), mib(q.FileKiB), q.FDs, q.Threads)
 	fmt.Println()
+	// Whatever the daemon does after an attempt's DONE (returning memory) is in these: the
+	// last reading is taken after the settle time.
+	fmt.Printf("CPU per attempt over the %d attempts (mean, whole run): %s from the threads' schedstat, %s from utime+stime ticks.\n\n",
+		long, benchkit.Ms((end.OnCPU-start.OnCPU)/time.Duration(long)), benchkit.Ms((end.CPU-start.CPU)/time.Duration(long)))
 	return nil
 }
+
+// settle is how long the long run leaves the daemon idle before a memory checkpoint.
+const settle = time.Second
+
+func mib(kib int64) string { return fmt.Sprintf("%.2f MiB", float64(kib)/1024) }
 
 func printIdle(el time.Duration, a, b benchkit.Proc) {
 	fmt.Printf("## Idle between attempts (%s window, next attempt 24 h away)\n\n", el.Round(time.Millisecond))

@@ -3,6 +3,9 @@
 // a build with symbols, each package mapped to its module with
 // `go version -m`). The symbol sum is smaller than the file: it leaves out the runtime's
 // tables (pclntab, type links) that the linker writes without a sized symbol per package.
+// Last, it names the linked functions that call reflect.Value.Method or MethodByName (such as
+// text/template's executor): while one is reachable the linker keeps every exported method of
+// every type stored in an interface, which cost provisiond 3 MB.
 //
 //	go run ./bench/sizes [-pkg ./cmd/provisiond] [-top 25]
 package main
@@ -19,6 +22,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/provisiond/provisiond/bench/internal/benchkit"
 )
 
 func main() {
@@ -51,7 +56,7 @@ func run(ctx context.Context, pkg string, top int) error {
 	}
 	defer os.RemoveAll(dir)
 
-	fmt.Println("| architecture | `-trimpath -ldflags '-s -w'` (bytes) | MiB |")
+	fmt.Printf("| architecture | `-trimpath -tags %s -ldflags '-s -w'` (bytes) | MiB |\n", benchkit.ReleaseTags)
 	fmt.Println("|---|---|---|")
 	for _, t := range targets {
 		out := filepath.Join(dir, "provisiond-"+t.name)
@@ -70,7 +75,46 @@ func run(ctx context.Context, pkg string, top int) error {
 		return err
 	}
 	fmt.Println()
-	return table(ctx, full, top)
+	if err := table(ctx, full, top); err != nil {
+		return err
+	}
+	fns, err := reflectMethodCallers(ctx, targets[0], filepath.Join(dir, "provisiond-dumpdep"), pkg)
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	if len(fns) == 0 {
+		fmt.Println("dead method elimination: on (no linked function calls reflect.Value.Method or MethodByName)")
+		return nil
+	}
+	fmt.Printf("dead method elimination: OFF, every exported method of every type in an interface is kept; reached through: %s\n",
+		strings.Join(fns, ", "))
+	return nil
+}
+
+// reflectMethodCallers lists the reachable functions the linker marks as calling
+// reflect.Value.Method or MethodByName, from its dependency dump (-ldflags=-dumpdep).
+func reflectMethodCallers(ctx context.Context, t target, out, pkg string) ([]string, error) {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", benchkit.ReleaseTags,
+		"-ldflags", "-dumpdep", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+t.goarch)
+	var dump bytes.Buffer
+	cmd.Stderr = &dump
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("build %s with -dumpdep: %w", pkg, err)
+	}
+	seen := map[string]bool{}
+	var fns []string
+	sc := bufio.NewScanner(&dump)
+	for sc.Scan() {
+		from, _, ok := strings.Cut(sc.Text(), " <ReflectMethod> -> ")
+		if ok && !seen[from] {
+			seen[from] = true
+			fns = append(fns, from)
+		}
+	}
+	sort.Strings(fns)
+	return fns, sc.Err()
 }
 
 // table prints the symbol bytes of bin per module.
@@ -110,7 +154,7 @@ func table(ctx context.Context, full string, top int) error {
 }
 
 func build(ctx context.Context, t target, out, pkg, ldflags string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", benchkit.ReleaseTags, "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+t.goarch)
 	if t.goarm != "" {
 		cmd.Env = append(cmd.Env, "GOARM="+t.goarm)

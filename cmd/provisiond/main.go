@@ -31,9 +31,8 @@ func newRootCmd() *cobra.Command {
 		Short:         "nRF Cloud device provisioning for an nRF91 modem on a serial line",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
 	}
-	root.SetVersionTemplate("provisiond {{.Version}}\n")
+	addVersionFlag(root)
 	root.AddCommand(
 		newVersionCmd(),
 		newDecodeCmd(),
@@ -65,6 +64,34 @@ func newVersionCmd() *cobra.Command {
 			return err
 		},
 	}
+}
+
+// addVersionFlag gives root the -v/--version flag that cobra adds when Command.Version is set,
+// printing "provisiond VERSION" as the version subcommand does. Cobra's own flag can only be
+// reworded with a version template, and linking text/template makes reflect.Value.MethodByName
+// reachable, which stops the linker from dropping unused exported methods: 3 MB of the binary.
+// Root has no Run, so cobra answers any flag-only call with the help function; that is where
+// the flag is honoured (help, if also asked for, wins, as in cobra).
+func addVersionFlag(root *cobra.Command) {
+	root.Flags().BoolP("version", "v", false, "version for "+root.Name())
+	// Marked as cobra marks its own, so completion offers nothing after it.
+	_ = root.Flags().SetAnnotation("version", cobra.FlagSetByCobraAnnotation, []string{"true"})
+	help := root.HelpFunc()
+	root.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+		if cmd == root && flagSet(cmd, "version") && !flagSet(cmd, "help") {
+			if _, err := fmt.Fprintf(cmd.OutOrStdout(), "provisiond %s\n", version); err != nil {
+				cmd.PrintErrln(err)
+			}
+			return
+		}
+		help(cmd, args)
+	})
+}
+
+// flagSet reports whether the bool flag name of cmd is true.
+func flagSet(cmd *cobra.Command, name string) bool {
+	v, err := cmd.Flags().GetBool(name)
+	return err == nil && v
 }
 
 // execute runs the CLI and returns the process exit code; main is the only caller of os.Exit.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -108,6 +109,8 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: exitConfig, err: err}
 	}
+	rel := newReleaser(releaseAfter, debug.FreeOSMemory)
+	defer rel.stop()
 	sd := &notify.Notifier{OnError: func(err error) { log.Warn("systemd watchdog ping failed", zap.Error(err)) }}
 	live := newHealth()
 	d, err := daemon.New(daemonConfig(cfg), daemon.Deps{
@@ -120,6 +123,7 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 				log.Debug("systemd status not sent", zap.Error(err))
 			}
 		},
+		Idle:      rel.attemptEnded,
 		Heartbeat: func(quiet time.Duration) { live.scheduler.BeatWithin(quiet) },
 		MaxStep:   maxStep(cfg),
 	})
@@ -130,6 +134,7 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 	if opts.once {
 		return runOnce(ctx, d, stdout)
 	}
+	tuneGC()
 	r := &runner{opts: opts, cfg: cfg, log: log, level: level, d: d, sd: sd, live: live}
 	return r.serve(ctx)
 }

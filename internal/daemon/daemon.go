@@ -247,6 +247,10 @@ type Deps struct {
 	Logger *zap.Logger
 	// Notify, if set, receives a one-line status after each attempt (sd_notify STATUS).
 	Notify func(state string)
+	// Idle, if set, is called by the goroutine of Run after each attempt, once the attempt's
+	// outcome is reported and before the wait for the next one: the place to return the
+	// attempt's garbage to the OS, since attempts are seconds to hours apart.
+	Idle func()
 	// Now, if set, replaces time.Now.
 	Now func() time.Time
 	// Heartbeat, if set, is called by the goroutine of Run while it is responsive: every few

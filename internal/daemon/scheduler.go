@@ -239,6 +239,7 @@ schedule:
 		if !cfg.AutoStart {
 			d.manual()
 			d.notify(o.res, time.Time{}, 0)
+			d.idle()
 			if ctx.Err() != nil {
 				return
 			}
@@ -258,6 +259,7 @@ schedule:
 		d.setNext(d.next)
 		d.emit(EventScheduledProvisioning, eventInfo{attempt: d.attempts, next: d.next})
 		d.notify(o.res, d.next, d.backoff)
+		d.idle()
 		if ctx.Err() != nil {
 			return
 		}
@@ -354,6 +356,12 @@ func (d *Daemon) SetInterval(ctx context.Context, seconds int) error {
 
 func (d *Daemon) notify(res Result, next time.Time, backoff time.Duration) {
 	d.notifyText(notifyText(res, next, backoff))
+}
+
+func (d *Daemon) idle() {
+	if d.deps.Idle != nil {
+		d.deps.Idle()
+	}
 }
 
 func (d *Daemon) notifyText(s string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,6 +169,8 @@ func TestNoAutoStartIsManual(t *testing.T) {
 	cfg.Interval = time.Hour
 	h := newHarness(t, cfg, nil, nil)
 	h.cloud.fetchErrs = []error{&transport.StatusError{Transport: "http", Op: "fetch", Code: "503", Kind: transport.ErrBusy}}
+	var idles atomic.Int32
+	h.d.deps.Idle = func() { idles.Add(1) }
 	s := startRun(t, h)
 	r := s.next()
 	if st := h.d.Status(); st.NextAttempt != nil {
@@ -188,6 +191,9 @@ func TestNoAutoStartIsManual(t *testing.T) {
 	if s.attempts() != 2 {
 		t.Fatalf("attempts = %d, want 2", s.attempts())
 	}
+	if n := idles.Load(); n != 2 {
+		t.Errorf("idle called %d times, want once after each attempt", n)
+	}
 	for _, e := range h.d.Status().Events {
 		if e.Event == EventScheduledProvisioning {
 			t.Errorf("SCHEDULED_PROVISIONING %+v without auto_start", e)
@@ -205,6 +211,7 @@ func TestSchedulerBackoff(t *testing.T) {
 	var notes []string
 	var mu sync.Mutex
 	h.d.deps.Notify = func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }
+	h.d.deps.Idle = func() { mu.Lock(); notes = append(notes, "(idle)"); mu.Unlock() }
 	s := startRun(t, h)
 	want := []time.Duration{0, time.Minute, 2 * time.Minute, 4 * time.Minute, 24 * time.Hour, time.Minute}
 	for i, w := range want {
@@ -223,8 +230,15 @@ func TestSchedulerBackoff(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(notes) != 5 {
-		t.Errorf("notify called %d times, want 5: %q", len(notes), notes)
+	// Each attempt: its status, then Idle before the wait for the next one.
+	if len(notes) != 10 {
+		t.Fatalf("notify and idle called %d times, want 5 each: %q", len(notes), notes)
+	}
+	for i, n := range notes {
+		if idle := n == "(idle)"; idle != (i%2 == 1) {
+			t.Errorf("call %d = %q: want the status of each attempt followed by idle: %q", i, n, notes)
+			break
+		}
 	}
 }
 

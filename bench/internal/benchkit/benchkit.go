@@ -24,14 +24,17 @@ import (
 // ErrNoRun means the binary has no `run` subcommand (main.go does not wire it yet).
 var ErrNoRun = errors.New("benchkit: binary has no run subcommand")
 
+// ReleaseTags are the build tags of `make build` and `make deb`: net/http without HTTP/2.
+const ReleaseTags = "nethttpomithttp2"
+
 // Build builds ./cmd/provisiond of the module at root into dir and returns the binary's path.
-// Stripped builds use -trimpath -ldflags '-s -w', the release form. The binary must offer
+// Stripped builds use -trimpath -tags ReleaseTags -ldflags '-s -w', the release form. The binary must offer
 // `run`, or ErrNoRun is returned.
 func Build(ctx context.Context, root, dir string, stripped bool) (string, error) {
 	out := filepath.Join(dir, "provisiond")
 	args := []string{"build", "-o", out}
 	if stripped {
-		args = append(args, "-trimpath", "-ldflags", "-s -w")
+		args = append(args, "-trimpath", "-tags", ReleaseTags, "-ldflags", "-s -w")
 	}
 	args = append(args, "./cmd/provisiond")
 	cmd := exec.CommandContext(ctx, "go", args...)
@@ -180,6 +183,67 @@ func statusField(status []byte, name string) int64 {
 		}
 	}
 	return 0
+}
+
+// Smaps is the memory of a live process by kind, summed over /proc/<pid>/smaps, in KiB.
+type Smaps struct {
+	Pss         int64 // proportional set size: each page divided by the processes mapping it
+	Private     int64 // Private_Clean + Private_Dirty: pages no other process maps (file or anonymous)
+	Anonymous   int64 // anonymous pages: heap, stacks, written pages of the binary's data
+	PrivateAnon int64 // per mapping, min(Anonymous, Private_Clean + Private_Dirty): the private anonymous pages
+}
+
+// ReadSmaps reads pid's /proc/<pid>/smaps. PrivateAnon is the figure a host pays for each more
+// instance of the same binary: the binary's file pages are shared, its heap and stacks are not.
+func ReadSmaps(pid int) (Smaps, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return Smaps{}, err
+	}
+	s, err := parseSmaps(data)
+	if err != nil {
+		return Smaps{}, fmt.Errorf("benchkit: /proc/%d/smaps: %w", pid, err)
+	}
+	return s, nil
+}
+
+func parseSmaps(data []byte) (Smaps, error) {
+	var s Smaps
+	var anon, priv int64 // of the current mapping
+	flush := func() {
+		s.PrivateAnon += min(anon, priv)
+		anon, priv = 0, 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || !strings.HasSuffix(f[0], ":") {
+			continue
+		}
+		if len(f) != 3 || f[2] != "kB" {
+			// A mapping's header line ("addr-addr perms offset dev inode [path]") starts with
+			// no colon-terminated key; a key line other than a size (VmFlags:) is skipped.
+			continue
+		}
+		v, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return Smaps{}, fmt.Errorf("%q: %w", sc.Text(), err)
+		}
+		switch f[0] {
+		case "Size:":
+			flush() // the first key of each mapping
+		case "Pss:":
+			s.Pss += v
+		case "Private_Clean:", "Private_Dirty:":
+			s.Private += v
+			priv += v
+		case "Anonymous:":
+			s.Anonymous += v
+			anon += v
+		}
+	}
+	flush()
+	return s, sc.Err()
 }
 
 // SelfFDs counts this process's open file descriptors.
