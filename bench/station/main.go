@@ -258,8 +258,8 @@ func run(ctx context.Context, bin string, n int, idle, every time.Duration) erro
 		n, icpu, idle, 100*icpu.Seconds()/idle.Seconds())
 	fmt.Printf("| VmRSS after round 2 / at the end / peak (VmHWM) | %.1f / %.1f / %.1f MiB |\n",
 		mib(cpu2.RSSKiB), mib(after.RSSKiB), mib(after.HWMKiB))
-	fmt.Printf("| Pss / Private after round 2 | %.1f / %.1f MiB |\n", mib(smaps2.PssKiB), mib(smaps2.PrivateKiB))
-	fmt.Printf("| Pss / Private at the end (after %s idle) | %.1f / %.1f MiB |\n", idle, mib(afterSmaps.PssKiB), mib(afterSmaps.PrivateKiB))
+	fmt.Printf("| Pss / Private after round 2 | %.1f / %.1f MiB |\n", mib(smaps2.Pss), mib(smaps2.Private))
+	fmt.Printf("| Pss / Private at the end (after %s idle) | %.1f / %.1f MiB |\n", idle, mib(afterSmaps.Pss), mib(afterSmaps.Private))
 	fmt.Printf("| threads / open fds at the end | %d / %d |\n", after.Threads, after.FDs)
 	fmt.Printf("| tile changes logged by the page's observer | %d (no reload: the window's marker survived) |\n", len(changes))
 	fmt.Println()

@@ -311,20 +311,3 @@ func Machine() string {
 
 // Cores is the number of CPUs this process may run on (nproc).
 func Cores() int { return runtime.NumCPU() }
-
-// Smaps is a process's memory from /proc/<pid>/smaps_rollup: what it costs the machine with
-// shared pages split among their users (Pss) and what only it holds (Private).
-type Smaps struct {
-	PssKiB     int64
-	PrivateKiB int64 // Private_Clean + Private_Dirty
-}
-
-// ReadSmaps reads pid's /proc/<pid>/smaps_rollup.
-func ReadSmaps(pid int) (Smaps, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return Smaps{}, err
-	}
-	return Smaps{PssKiB: statusField(b, "Pss:"),
-		PrivateKiB: statusField(b, "Private_Clean:") + statusField(b, "Private_Dirty:")}, nil
-}
