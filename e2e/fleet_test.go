@@ -28,6 +28,14 @@ import (
 // to provision now and waits for the attempt to end DONE.
 func provisionOnce(t *testing.T, ctx context.Context, in *stationInstance) {
 	t.Helper()
+	// The attempt the daemon makes at start may still be running on a loaded machine: it would
+	// fetch the job queued here, and the attempt `now` asks for would then find nothing and end
+	// as NO_COMMANDS. Wait until some attempt has ended (its SCHEDULED_PROVISIONING names it).
+	if _, _, err := in.proc.WaitLog(ctx, 0, func(e testbed.LogEntry) bool {
+		return e.Event() == "SCHEDULED_PROVISIONING" && e.Str("attempt") != ""
+	}); err != nil {
+		t.Fatalf("%s: waiting for the first attempt to end: %v", in.name, err)
+	}
 	queue(t, in.bed, testbed.Interval(3600), testbed.Finished())
 	if _, err := in.bed.Output(ctx, provisiond, "now"); err != nil {
 		t.Fatalf("%s: now: %v", in.name, err)
