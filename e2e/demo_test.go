@@ -1,9 +1,10 @@
 package e2e
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // TestDemo runs the demo program (`make demo`) against the binary under test, on both
@@ -19,7 +20,7 @@ func TestDemo(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
-			out, err := exec.CommandContext(ctx, demo, "--transport", tr, "--provisiond", provisiond).CombinedOutput()
+			out, err := testexec.Command(ctx, demo, "--transport", tr, "--provisiond", provisiondCmd).CombinedOutput()
 			if err != nil {
 				t.Fatalf("demo: %v\n%s", err, out)
 			}
@@ -41,7 +42,7 @@ func TestDemoStation(t *testing.T) {
 	}
 	t.Parallel()
 	ctx := testCtx(t)
-	out, err := exec.CommandContext(ctx, demo, "--station", "3", "--listen", "127.0.0.1:0", "--provisiond", provisiond).CombinedOutput()
+	out, err := testexec.Command(ctx, demo, "--station", "3", "--listen", "127.0.0.1:0", "--provisiond", provisiondCmd).CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo --station 3: %v\n%s", err, out)
 	}

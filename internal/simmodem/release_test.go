@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/provisiond/provisiond/internal/atmodem"
+	"github.com/provisiond/provisiond/internal/testexec"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,7 +74,7 @@ func TestPTYReleasedAfterKilledClient(t *testing.T) {
 	bin := helperBinary(t)
 
 	client := func(hold bool) (*exec.Cmd, *bufio.Reader, *strings.Builder) {
-		cmd := exec.Command(bin, "-test.run=^$")
+		cmd := testexec.Command(context.Background(), bin, "-test.run=^$")
 		cmd.Env = append(os.Environ(), clientHelperEnv+"="+p.SlavePath())
 		if hold {
 			cmd.Env = append(cmd.Env, clientHelperHoldEnv+"=1")
