@@ -85,8 +85,10 @@ soak: build
 bench-station: build
 	$(GO) run ./bench/station -bin $(BIN)/provisiond -n $(N)
 
-# The unit tests of every package for arm64 and armhf under qemu-user (no binfmt needed); takes
-# tens of minutes on 2 cores, so it is not part of `make test` or .ci/run.
+# The unit tests of every package and e2e (-short) for arm64 and armhf under qemu-user (no
+# binfmt needed; internal/testexec starts the binaries the tests build through the same qemu).
+# About 14 CPU-minutes per architecture, tens of minutes of wall time on 2 cores and sensitive
+# to load, so it is not part of `make test` or .ci/run (BENCHMARKS.md section 9).
 test-arch:
 	./scripts/test-arch.sh arm64 armhf
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/provisiond/provisiond/internal/fleet"
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // TestDemo runs the demo program (`make demo`) against the binary under test, on both
@@ -29,7 +29,7 @@ func TestDemo(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
-			out, err := exec.CommandContext(ctx, demo, "--transport", tr, "--provisiond", provisiond).CombinedOutput()
+			out, err := testexec.Command(ctx, demo, "--transport", tr, "--provisiond", provisiondCmd).CombinedOutput()
 			if err != nil {
 				t.Fatalf("demo: %v\n%s", err, out)
 			}
@@ -51,7 +51,7 @@ func TestDemoStation(t *testing.T) {
 	}
 	t.Parallel()
 	ctx := testCtx(t)
-	out, err := exec.CommandContext(ctx, demo, "--station", "3", "--listen", "127.0.0.1:0", "--provisiond", provisiond).CombinedOutput()
+	out, err := testexec.Command(ctx, demo, "--station", "3", "--listen", "127.0.0.1:0", "--provisiond", provisiondCmd).CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo --station 3: %v\n%s", err, out)
 	}
@@ -71,7 +71,7 @@ func TestDemoStationHold(t *testing.T) {
 	}
 	t.Parallel()
 	ctx := testCtx(t)
-	cmd := exec.CommandContext(ctx, demo, "--station", "2", "--hold", "--listen", "127.0.0.1:0", "--provisiond", provisiond)
+	cmd := testexec.Command(ctx, demo, "--station", "2", "--hold", "--listen", "127.0.0.1:0", "--provisiond", provisiondCmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/provisiond/provisiond/internal/fleet"
 	"github.com/provisiond/provisiond/internal/fleet/livepage"
 	"github.com/provisiond/provisiond/internal/testbed"
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // provisionOnce queues a small job on the instance's own simulated service, asks the daemon
@@ -53,7 +53,7 @@ func startDashboard(t *testing.T, ctx context.Context, runDir string) string {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.CommandContext(ctx, provisiond, "dashboard", "--run-dir", runDir, "--listen", addr, "--every", "200ms")
+	cmd := testexec.Command(ctx, provisiond, "dashboard", "--run-dir", runDir, "--listen", addr, "--every", "200ms")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

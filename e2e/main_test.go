@@ -15,10 +15,17 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // provisiond is the binary under test, built once by TestMain (or given by E2E_PROVISIOND).
 var provisiond string
+
+// provisiondCmd is the path that a program under test (the demo) starts the daemon by:
+// provisiond, or under emulation (internal/testexec) a script that runs it through the
+// emulator.
+var provisiondCmd string
 
 // demo is the demo program (cmd/provisiond-demo) built by TestMain; "" with -short, which
 // skips TestDemo.
@@ -70,6 +77,10 @@ func runMain(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "e2e:", err)
 			return 1
 		}
+	}
+	if provisiondCmd, err = testexec.Wrapper(dir, provisiond); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
 	if !testing.Short() {
 		demo = filepath.Join(dir, "provisiond-demo")

@@ -17,13 +17,14 @@ import (
 	"github.com/provisiond/provisiond/internal/attest"
 	"github.com/provisiond/provisiond/internal/simcloud"
 	"github.com/provisiond/provisiond/internal/testbed"
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // stationRun runs the built binary with args outside any bench and returns its stdout,
 // stderr and exit code.
 func stationRun(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, provisiond, args...)
+	cmd := testexec.Command(ctx, provisiond, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

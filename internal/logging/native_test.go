@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"go.uber.org/zap"
+
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // parseNative decodes one datagram of journald's native protocol: KEY=VALUE lines, or for a
@@ -70,7 +73,7 @@ func buildProbe(t *testing.T, socket string) string {
 func runProbe(t *testing.T, bin string) []string {
 	t.Helper()
 	f, stream := journalFile(t)
-	cmd := exec.Command(bin)
+	cmd := testexec.Command(context.Background(), bin)
 	cmd.Stderr = f
 	cmd.Env = append(os.Environ(), "JOURNAL_STREAM="+stream)
 	if err := cmd.Run(); err != nil {

@@ -2,15 +2,17 @@ package store
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 const crashEnv = "PROVISIOND_STORE_CRASH_WRITER"
@@ -61,7 +63,7 @@ func TestCrashDuringWrite(t *testing.T) {
 	acked := 0    // highest n known durable
 	midWrite := 0 // kills that left a temp file, i.e. landed inside a write
 	for i := range iterations {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
+		cmd := testexec.Command(context.Background(), os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashEnv+"="+path)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr

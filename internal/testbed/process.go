@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // LogEntry is one line the daemon wrote to stderr. With log.format json (the bench's
@@ -93,9 +95,10 @@ type Process struct {
 
 // Command returns an exec.Cmd for `bin args... --config <ConfigPath>` with an environment
 // cleaned of anything that would change the daemon's config or logging behind the bench's
-// back (PROVISIOND_*, JOURNAL_STREAM, NOTIFY_SOCKET, WATCHDOG_*).
+// back (PROVISIOND_*, JOURNAL_STREAM, NOTIFY_SOCKET, WATCHDOG_*). A binary built for another
+// CPU is started through the emulator that internal/testexec names (make test-arch).
 func (b *Bed) Command(ctx context.Context, bin string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, bin, append(append([]string(nil), args...), "--config", b.ConfigPath())...)
+	cmd := testexec.Command(ctx, bin, append(append([]string(nil), args...), "--config", b.ConfigPath())...)
 	cmd.Env = cleanEnv(os.Environ())
 	return cmd
 }
