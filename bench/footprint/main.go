@@ -81,14 +81,8 @@ func run(ctx context.Context, bin, ns string, settle time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if bin == "" {
-		root, err := benchkit.ModuleRoot()
-		if err != nil {
-			return err
-		}
-		if bin, err = benchkit.Build(ctx, root, tmp, true); err != nil {
-			return err
-		}
+	if bin, err = benchkit.Binary(ctx, bin, tmp); err != nil {
+		return err
 	}
 	st, err := os.Stat(bin)
 	if err != nil {

@@ -75,15 +75,7 @@ func run(ctx context.Context, bin string, n int, transport string, latency time.
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if bin == "" {
-		root, err := benchkit.ModuleRoot()
-		if err != nil {
-			return err
-		}
-		if bin, err = benchkit.Build(ctx, root, tmp, true); err != nil {
-			return err
-		}
-	} else if err := benchkit.CheckRun(ctx, bin); err != nil {
+	if bin, err = benchkit.Binary(ctx, bin, tmp); err != nil {
 		return err
 	}
 

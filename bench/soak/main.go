@@ -157,15 +157,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer os.RemoveAll(tmp)
 	bin := o.bin
-	if bin == "" {
-		root, err := benchkit.ModuleRoot()
-		if err != nil {
-			return err
-		}
-		if bin, err = benchkit.Build(ctx, root, tmp, true); err != nil {
-			return err
-		}
-	} else if err := benchkit.CheckRun(ctx, bin); err != nil {
+	if bin, err = benchkit.Binary(ctx, bin, tmp); err != nil {
 		return err
 	}
 

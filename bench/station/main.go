@@ -63,15 +63,7 @@ func run(ctx context.Context, bin string, n int, idle, every time.Duration) erro
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if bin == "" {
-		root, err := benchkit.ModuleRoot()
-		if err != nil {
-			return err
-		}
-		if bin, err = benchkit.Build(ctx, root, tmp, true); err != nil {
-			return err
-		}
-	} else if err := benchkit.CheckRun(ctx, bin); err != nil {
+	if bin, err = benchkit.Binary(ctx, bin, tmp); err != nil {
 		return err
 	}
 	load0 := loadavg()

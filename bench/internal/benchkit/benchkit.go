@@ -57,6 +57,19 @@ func CheckRun(ctx context.Context, bin string) error {
 	return nil
 }
 
+// Binary is the daemon a bench measures: bin when the user gave one (it must offer `run`),
+// else a stripped build of this module into dir.
+func Binary(ctx context.Context, bin, dir string) (string, error) {
+	if bin != "" {
+		return bin, CheckRun(ctx, bin)
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	return Build(ctx, root, dir, true)
+}
+
 // ModuleRoot finds the directory holding go.mod, from the working directory up.
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
