@@ -158,6 +158,6 @@ func newDashboardCmd() *cobra.Command {
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9273", "address to serve on (host:port); loopback unless set otherwise")
-	cmd.Flags().DurationVar(&every, "every", time.Second, "how often the sockets are asked")
+	cmd.Flags().DurationVar(&every, "every", time.Second, "how often the sockets are asked; five times as often while an attempt runs on any instance")
 	return cmd
 }

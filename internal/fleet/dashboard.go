@@ -27,11 +27,17 @@ var pageHTML []byte
 //	GET /api/instances the JSON of `provisiond list --json`
 //	GET /metrics      Prometheus text exposition
 //
-// The page never polls: the server asks the sockets every Interval and pushes what changed.
+// The page never polls: the server asks the sockets every Interval (every BusyInterval while
+// an attempt runs somewhere) and pushes what changed.
 type Dashboard struct {
 	Collector *Collector
 	Interval  time.Duration // how often the sockets are asked; 1s when 0
-	Logf      func(format string, args ...any)
+	// BusyInterval is the period while some instance is provisioning. The end of an attempt
+	// is what the person at the station waits to see, and the daemons push nothing, so they
+	// are asked more often then; idle, the station costs only the slower Interval
+	// (BENCHMARKS.md §11). Interval/5, but at least 100 ms and at most Interval, when 0.
+	BusyInterval time.Duration
+	Logf         func(format string, args ...any)
 
 	mu     sync.Mutex
 	latest []byte                   // the last page data sent, nil before the first
@@ -208,17 +214,22 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Poll asks the sockets every Interval until ctx ends and pushes each change to the open
-// event streams. A slow reader misses intermediate snapshots, never the newest.
+// Poll asks the sockets every Interval, or every BusyInterval while an attempt runs, until
+// ctx ends, and pushes each change to the open event streams. The periods run start to start:
+// a slow collect is followed at once by the next. A slow reader misses intermediate
+// snapshots, never the newest.
 func (d *Dashboard) Poll(ctx context.Context) {
-	interval := d.Interval
-	if interval <= 0 {
-		interval = time.Second
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	idle, busy := d.periods()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	var prev []byte // the data without its time, to see whether anything changed
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		started := time.Now()
 		s, err := d.Collector.Collect(ctx)
 		if err != nil && d.Logf != nil {
 			d.Logf("dashboard: %v", err)
@@ -232,12 +243,35 @@ func (d *Dashboard) Poll(ctx context.Context) {
 			data, _ := json.Marshal(page)
 			d.publish(data)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		period := idle
+		if provisioning(s) {
+			period = busy
+		}
+		timer.Reset(max(period-time.Since(started), 0))
+	}
+}
+
+// periods gives Interval and BusyInterval with their defaults.
+func (d *Dashboard) periods() (idle, busy time.Duration) {
+	idle = d.Interval
+	if idle <= 0 {
+		idle = time.Second
+	}
+	busy = d.BusyInterval
+	if busy <= 0 {
+		busy = max(idle/5, 100*time.Millisecond)
+	}
+	return idle, min(busy, idle)
+}
+
+// provisioning reports whether an attempt runs on any instance of s.
+func provisioning(s Snapshot) bool {
+	for _, r := range s.Instances {
+		if r.Status != nil && r.Status.State == status.StateProvisioning {
+			return true
 		}
 	}
+	return false
 }
 
 func (d *Dashboard) publish(data []byte) {

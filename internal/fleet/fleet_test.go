@@ -110,11 +110,13 @@ type fakeSource struct {
 	err       error
 	imei      string
 	imeiCalls int
+	asked     int // Status calls
 }
 
 func (f *fakeSource) Status(ctx context.Context) (status.Daemon, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.asked++
 	if f.err != nil {
 		return status.Daemon{}, f.err
 	}
@@ -354,6 +356,73 @@ func TestDashboardPushesChanges(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %s, want %q in:\n%s", path, resp.Status, want, body)
+		}
+	}
+}
+
+func (f *fakeSource) statusCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.asked
+}
+
+// TestPollFasterWhileProvisioning: while an attempt runs on some instance the sockets are asked
+// every BusyInterval; once every instance rests, only every Interval again (an hour here, so a
+// single further ask would show).
+func TestPollFasterWhileProvisioning(t *testing.T) {
+	t.Parallel()
+	a := &fakeSource{st: running("u-a"), imei: "351358811111111"}
+	b := &fakeSource{st: done("u-b"), imei: "351358822222222"}
+	d := &Dashboard{Collector: newStation(t, map[string]*fakeSource{"a": a, "b": b}),
+		Interval: time.Hour, BusyInterval: time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	polled := make(chan struct{})
+	go func() { d.Poll(ctx); close(polled) }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: not within 30 s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("five asks while a provisions", func() bool { return b.statusCalls() >= 5 })
+
+	a.set(done("u-a"))
+	// Every ask of a from now on sees it at rest; the collect holding the first of them is
+	// the last for an hour. Let a collect that was under way when a finished run out first.
+	seen := a.statusCalls()
+	waitFor("an ask after a finished", func() bool { return a.statusCalls() > seen })
+	time.Sleep(50 * time.Millisecond)
+	rest := b.statusCalls()
+	time.Sleep(200 * time.Millisecond)
+	if got := b.statusCalls(); got != rest {
+		t.Errorf("asked %d more times with every instance at rest, want 0 (Interval is an hour)", got-rest)
+	}
+	cancel()
+	<-polled
+}
+
+func TestPollPeriods(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		interval, busy     time.Duration
+		wantIdle, wantBusy time.Duration
+	}{
+		{0, 0, time.Second, 200 * time.Millisecond},
+		{2 * time.Second, 0, 2 * time.Second, 400 * time.Millisecond},
+		{200 * time.Millisecond, 0, 200 * time.Millisecond, 100 * time.Millisecond},
+		{50 * time.Millisecond, 0, 50 * time.Millisecond, 50 * time.Millisecond},
+		{time.Second, 3 * time.Second, time.Second, time.Second},
+		{time.Second, 10 * time.Millisecond, time.Second, 10 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		d := &Dashboard{Interval: tt.interval, BusyInterval: tt.busy}
+		if idle, busy := d.periods(); idle != tt.wantIdle || busy != tt.wantBusy {
+			t.Errorf("Interval %v, BusyInterval %v: periods %v, %v; want %v, %v",
+				tt.interval, tt.busy, idle, busy, tt.wantIdle, tt.wantBusy)
 		}
 	}
 }
