@@ -33,7 +33,7 @@ func BenchmarkAttempt(b *testing.B) {
 						total.Commands = append(total.Commands, c.Commands...)
 						total.SerialIn += c.SerialIn
 						total.SerialOut += c.SerialOut
-						total.Wire = addStats(total.Wire, c.Wire)
+						total.Wire = total.Wire.Add(c.Wire)
 						jwts += benchkit.CountPrefix(c.Commands, "AT%JWT")
 					}
 					b.StopTimer()

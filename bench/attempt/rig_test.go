@@ -223,21 +223,10 @@ func (r *rig) attempt(tb testing.TB, reqs []simcloud.Request) cost {
 	}
 	r.mu.Lock()
 	for _, s := range r.sessions {
-		c.Wire = addStats(c.Wire, s.Stats())
+		c.Wire = c.Wire.Add(s.Stats())
 	}
 	r.mu.Unlock()
 	return c
-}
-
-func addStats(a, b transport.Stats) transport.Stats {
-	a.Handshakes += b.Handshakes
-	a.ResumedHandshakes += b.ResumedHandshakes
-	a.Requests += b.Requests
-	a.BytesSent += b.BytesSent
-	a.BytesReceived += b.BytesReceived
-	a.DatagramsSent += b.DatagramsSent
-	a.DatagramsReceived += b.DatagramsReceived
-	return a
 }
 
 // perRequest is the device library's HTTPS pattern: every request on a new connection.
@@ -255,7 +244,7 @@ func (p *perRequest) each(ctx context.Context, do func(s daemon.Session) error) 
 	err = do(s)
 	_ = s.Close()
 	p.mu.Lock()
-	p.total = addStats(p.total, s.Stats())
+	p.total = p.total.Add(s.Stats())
 	p.mu.Unlock()
 	return err
 }
@@ -303,7 +292,7 @@ func (p *reconnectPerUpload) closeCur() {
 		return
 	}
 	_ = p.cur.Close()
-	p.total = addStats(p.total, p.cur.Stats())
+	p.total = p.total.Add(p.cur.Stats())
 	p.cur = nil
 }
 
@@ -339,7 +328,7 @@ func (p *reconnectPerUpload) Stats() transport.Stats {
 	defer p.mu.Unlock()
 	t := p.total
 	if p.cur != nil {
-		t = addStats(t, p.cur.Stats())
+		t = t.Add(p.cur.Stats())
 	}
 	return t
 }

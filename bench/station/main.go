@@ -149,21 +149,11 @@ func run(ctx context.Context, bin string, n int, idle, every time.Duration) erro
 		}
 	}
 	round2 := time.Now()
-	var nowErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, b := range st.Boards {
-		wg.Go(func() {
-			if _, err := b.Bed.Output(ctx, bin, "now"); err != nil {
-				mu.Lock()
-				nowErr = errors.Join(nowErr, fmt.Errorf("%s: %w", b.Name, err))
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if nowErr != nil {
-		return nowErr
+	if err := st.Each(func(b *testbed.Board) error {
+		_, err := b.Bed.Output(ctx, bin, "now")
+		return err
+	}); err != nil {
+		return err
 	}
 	if err := waitDone(ctx, st, func(b *testbed.Board) int { return from[b] }); err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/provisiond/provisiond/internal/simcloud"
@@ -128,31 +126,15 @@ func runStation(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	// Every instance fetches the rule's commands now rather than at its next interval.
-	var provErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, b := range boards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			at := len(b.Proc.Entries())
-			err := func() error {
-				if _, err := b.Bed.Output(ctx, bin, "now"); err != nil {
-					return err
-				}
-				_, _, err := b.Proc.WaitLog(ctx, at, func(e testbed.LogEntry) bool { return e.MsgID() == "results-uploaded" })
-				return err
-			}()
-			if err != nil {
-				mu.Lock()
-				provErr = errors.Join(provErr, fmt.Errorf("%s: %w", b.Name, err))
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if provErr != nil {
-		return provErr
+	if err := st.Each(func(b *testbed.Board) error {
+		at := len(b.Proc.Entries())
+		if _, err := b.Bed.Output(ctx, bin, "now"); err != nil {
+			return err
+		}
+		_, _, err := b.Proc.WaitLog(ctx, at, func(e testbed.LogEntry) bool { return e.MsgID() == "results-uploaded" })
+		return err
+	}); err != nil {
+		return err
 	}
 	provisioned := 0
 	for _, b := range boards {

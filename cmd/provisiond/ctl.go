@@ -323,7 +323,7 @@ func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 			if a.ResumedHandshakes > 0 {
 				hs += fmt.Sprintf(" (%d resumed)", a.ResumedHandshakes)
 			}
-			line("  network", "%s, %s, %d B sent, %d B received", hs, plural(a.Requests, "request"), a.BytesSent, a.BytesReceived)
+			line("  network", "%s", traffic(hs, a.Requests, a.BytesSent, a.BytesReceived))
 		}
 	} else {
 		line("last attempt", "none yet")
@@ -343,8 +343,8 @@ func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 	line("outbox pending", "%d response(s)", st.OutboxPending)
 	line("attempts", "%d", st.Attempts)
 	if st.HandshakesTotal > 0 || st.BytesSentTotal > 0 || st.BytesReceivedTotal > 0 {
-		line("network", "%s, %s, %d B sent, %d B received since start", plural(st.HandshakesTotal, "handshake"),
-			plural(st.RequestsTotal, "request"), st.BytesSentTotal, st.BytesReceivedTotal)
+		line("network", "%s since start", traffic(plural(st.HandshakesTotal, "handshake"), st.RequestsTotal,
+			st.BytesSentTotal, st.BytesReceivedTotal))
 	}
 	if n := len(st.Events); n > 0 {
 		b.WriteString("recent events:\n")
@@ -358,6 +358,11 @@ func printStatus(w io.Writer, st status.Daemon, now time.Time) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// traffic is the network line of status: "1 handshake, 4 requests, 4963 B sent, 2893 B received".
+func traffic(handshakes string, requests int, sent, received int64) string {
+	return fmt.Sprintf("%s, %s, %d B sent, %d B received", handshakes, plural(requests, "request"), sent, received)
 }
 
 // plural is "1 request", "2 requests".

@@ -86,10 +86,7 @@ func (d *Daemon) attempt(ctx context.Context) outcome {
 	d.status.outcomes[o.res.Event]++
 	d.status.executed += o.res.Executed
 	d.status.failedCmds += o.res.Failed
-	d.status.traffic.Handshakes += o.res.Traffic.Handshakes
-	d.status.traffic.Requests += o.res.Traffic.Requests
-	d.status.traffic.BytesSent += o.res.Traffic.BytesSent
-	d.status.traffic.BytesReceived += o.res.Traffic.BytesReceived
+	d.status.traffic = d.status.traffic.Add(o.res.Traffic)
 	if d.status.last.Succeeded() {
 		d.status.lastSuccess = d.status.last.Finished
 	}

@@ -236,29 +236,17 @@ schedule:
 		}
 		o := d.attempt(ctx)
 		cfg := d.config() // an interval change made by the batch applies from now on
-		if !cfg.AutoStart {
+		switch {
+		case !cfg.AutoStart:
 			d.manual()
 			d.notify(o.res, time.Time{}, 0)
-			d.idle()
-			if ctx.Err() != nil {
-				return
-			}
-			if o.modemLost || modemGone(m) {
-				d.logOutage(msgModemDisconnected, "modem disconnected, waiting for it to come back", o.res.Err)
-				return
-			}
-			continue
-		}
-		if o.backoff {
+		case o.backoff:
 			d.backoff = nextBackoff(d.backoff, cfg.InitialBackoff)
-			d.next = d.now().Add(d.backoff)
-		} else {
+			d.scheduleNext(o.res, d.now().Add(d.backoff))
+		default:
 			d.backoff = 0
-			d.next = d.now().Add(d.scheduleInterval(cfg) + d.spread(cfg))
+			d.scheduleNext(o.res, d.now().Add(d.scheduleInterval(cfg)+d.spread(cfg)))
 		}
-		d.setNext(d.next)
-		d.emit(EventScheduledProvisioning, eventInfo{attempt: d.attempts, next: d.next})
-		d.notify(o.res, d.next, d.backoff)
 		d.idle()
 		if ctx.Err() != nil {
 			return
@@ -356,6 +344,14 @@ func (d *Daemon) SetInterval(ctx context.Context, seconds int) error {
 
 func (d *Daemon) notify(res Result, next time.Time, backoff time.Duration) {
 	d.notifyText(notifyText(res, next, backoff))
+}
+
+// scheduleNext sets the next attempt after one that ended with res and reports it.
+func (d *Daemon) scheduleNext(res Result, next time.Time) {
+	d.next = next
+	d.setNext(next)
+	d.emit(EventScheduledProvisioning, eventInfo{attempt: d.attempts, next: next})
+	d.notify(res, next, d.backoff)
 }
 
 func (d *Daemon) idle() {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -139,24 +140,8 @@ func (d *Dashboard) Handler() http.Handler {
 		// json.Marshal escapes <, > and &, so the data cannot end the script element.
 		w.Write(bytes.Replace(pageHTML, []byte(initialMark), data, 1))
 	})
-	mux.HandleFunc("GET /api/instances", func(w http.ResponseWriter, r *http.Request) {
-		s, err := d.Collector.Collect(r.Context())
-		if err != nil {
-			d.fail(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		WriteJSON(w, s)
-	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		s, err := d.Collector.Collect(r.Context())
-		if err != nil {
-			d.fail(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		WriteMetrics(w, s)
-	})
+	mux.HandleFunc("GET /api/instances", d.snapshot("application/json", WriteJSON))
+	mux.HandleFunc("GET /metrics", d.snapshot("text/plain; version=0.0.4; charset=utf-8", WriteMetrics))
 	mux.HandleFunc("GET /events", d.events)
 	return mux
 }
@@ -272,6 +257,19 @@ func provisioning(s Snapshot) bool {
 		}
 	}
 	return false
+}
+
+// snapshot serves a fresh Collect written by write as contentType.
+func (d *Dashboard) snapshot(contentType string, write func(io.Writer, Snapshot) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, err := d.Collector.Collect(r.Context())
+		if err != nil {
+			d.fail(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", contentType)
+		write(w, s)
+	}
 }
 
 func (d *Dashboard) publish(data []byte) {

@@ -56,15 +56,7 @@ func WriteCommand(w io.Writer, root *cobra.Command, p CommandPage) error {
 			r.text(f.Doc)
 		}
 	}
-	if len(p.SeeAlso) > 0 {
-		r.macro("SH", "SEE ALSO")
-		refs := make([]string, len(p.SeeAlso))
-		for i, s := range p.SeeAlso {
-			page, sec, _ := strings.Cut(s, "(")
-			refs[i] = `\fB` + escapeCode(page) + `\fR(` + sec
-		}
-		r.line(strings.Join(refs, ",\n"))
-	}
+	r.seeAlso(p.SeeAlso)
 	return r.Flush()
 }
 

@@ -50,14 +50,6 @@ func WriteConfig(w io.Writer, p ConfigPage) error {
 		r.macro("br")
 		r.line(escape(strings.Join(facts, " ")))
 	}
-	if len(p.SeeAlso) > 0 {
-		r.macro("SH", "SEE ALSO")
-		refs := make([]string, len(p.SeeAlso))
-		for i, s := range p.SeeAlso {
-			page, sec, _ := strings.Cut(s, "(")
-			refs[i] = `\fB` + escapeCode(page) + `\fR(` + sec
-		}
-		r.line(strings.Join(refs, ",\n"))
-	}
+	r.seeAlso(p.SeeAlso)
 	return r.Flush()
 }

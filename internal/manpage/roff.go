@@ -25,6 +25,20 @@ func (r roff) macro(name string, args ...string) {
 	r.WriteString("\n")
 }
 
+// seeAlso writes the SEE ALSO section for refs such as "systemctl(1)", none when empty.
+func (r roff) seeAlso(refs []string) {
+	if len(refs) == 0 {
+		return
+	}
+	r.macro("SH", "SEE ALSO")
+	out := make([]string, len(refs))
+	for i, s := range refs {
+		page, sec, _ := strings.Cut(s, "(")
+		out[i] = `\fB` + escapeCode(page) + `\fR(` + sec
+	}
+	r.line(strings.Join(out, ",\n"))
+}
+
 // text writes prose: paragraphs separated by blank lines become .PP paragraphs, and blocks
 // of indented lines (examples, lists of values) are kept as they are in a no-fill display.
 func (r roff) text(s string) {

@@ -45,40 +45,48 @@ type Station struct {
 // instance's modem answers. On error it unplugs what it started.
 func PlugIn(ctx context.Context, o StationOptions) (*Station, error) {
 	s := &Station{Boards: make([]*Board, o.Boards)}
-	errs := make([]error, o.Boards)
-	var wg sync.WaitGroup
 	for i := range s.Boards {
-		b := &Board{Name: fmt.Sprintf("ttyACM%d", i)}
-		s.Boards[i] = b
-		wg.Go(func() {
-			var err error
-			defer func() {
-				if err != nil {
-					errs[i] = fmt.Errorf("%s: %w", b.Name, err)
-				}
-			}()
-			b.Bed, err = Start(ctx, Options{Unclaimed: o.Unclaimed, SharedCloud: o.Cloud, Modem: o.Modem,
-				Settings: map[string]any{"control.socket": filepath.Join(o.RunDir, b.Name, "provisiond.sock")}})
-			if err != nil {
-				return
-			}
-			if o.Prepare != nil {
-				if err = o.Prepare(b.Bed); err != nil {
-					return
-				}
-			}
-			if b.Proc, err = b.Bed.Start(ctx, o.Bin, nil, "run"); err != nil {
-				return
-			}
-			_, _, err = b.Proc.WaitLog(ctx, 0, func(e LogEntry) bool { return e.MsgID() == "modem-answering" })
-		})
+		s.Boards[i] = &Board{Name: fmt.Sprintf("ttyACM%d", i)}
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err := s.Each(func(b *Board) error {
+		var err error
+		b.Bed, err = Start(ctx, Options{Unclaimed: o.Unclaimed, SharedCloud: o.Cloud, Modem: o.Modem,
+			Settings: map[string]any{"control.socket": filepath.Join(o.RunDir, b.Name, "provisiond.sock")}})
+		if err != nil {
+			return err
+		}
+		if o.Prepare != nil {
+			if err := o.Prepare(b.Bed); err != nil {
+				return err
+			}
+		}
+		if b.Proc, err = b.Bed.Start(ctx, o.Bin, nil, "run"); err != nil {
+			return err
+		}
+		_, _, err = b.Proc.WaitLog(ctx, 0, func(e LogEntry) bool { return e.MsgID() == "modem-answering" })
+		return err
+	})
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Each runs f on every board at once and returns when all are done, with the errors joined,
+// each named by its board.
+func (s *Station) Each(f func(*Board) error) error {
+	errs := make([]error, len(s.Boards))
+	var wg sync.WaitGroup
+	for i, b := range s.Boards {
+		wg.Go(func() {
+			if err := f(b); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", b.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Close stops every instance and unplugs its board.

@@ -67,3 +67,15 @@ type Stats struct {
 	DatagramsSent     int64 // CoAP only: UDP datagrams written (retransmissions and blocks included)
 	DatagramsReceived int64 // CoAP only: UDP datagrams read
 }
+
+// Add returns the sum of s and o, field by field: the cost of several sessions or attempts.
+func (s Stats) Add(o Stats) Stats {
+	s.Handshakes += o.Handshakes
+	s.ResumedHandshakes += o.ResumedHandshakes
+	s.Requests += o.Requests
+	s.BytesSent += o.BytesSent
+	s.BytesReceived += o.BytesReceived
+	s.DatagramsSent += o.DatagramsSent
+	s.DatagramsReceived += o.DatagramsReceived
+	return s
+}

@@ -182,3 +182,15 @@ func TestLoadRoots(t *testing.T) {
 		t.Errorf("LoadRoots(amazon root): %v", err)
 	}
 }
+
+func TestStatsAdd(t *testing.T) {
+	a := Stats{Handshakes: 1, ResumedHandshakes: 1, Requests: 2, BytesSent: 100, BytesReceived: 200, DatagramsSent: 3, DatagramsReceived: 4}
+	b := Stats{Handshakes: 2, Requests: 5, BytesSent: 10, BytesReceived: 20, DatagramsSent: 1}
+	want := Stats{Handshakes: 3, ResumedHandshakes: 1, Requests: 7, BytesSent: 110, BytesReceived: 220, DatagramsSent: 4, DatagramsReceived: 4}
+	if got := a.Add(b); got != want {
+		t.Errorf("Add: got %+v, want %+v", got, want)
+	}
+	if got := (Stats{}).Add(a); got != a {
+		t.Errorf("zero.Add(a): got %+v, want %+v", got, a)
+	}
+}
