@@ -125,8 +125,9 @@ func newDashboardCmd() *cobra.Command {
 		Short: "Serve the station's live page, its JSON and Prometheus metrics",
 		Long: "Serve one page (embedded, no external assets) with a tile per instance of --run-dir, live\n" +
 			"through Server-Sent Events; GET /api/instances (the JSON of list --json) and GET /metrics\n" +
-			"(Prometheus text exposition). The sockets are asked every --every and changes pushed to\n" +
-			"the page. Listens on loopback unless --listen names another address.",
+			"(Prometheus text exposition). The sockets are asked every --every (five times as often\n" +
+			"while an attempt runs) and changes pushed to the page. Listens on loopback unless\n" +
+			"--listen names another address.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.collector()
