@@ -94,6 +94,12 @@ type cpReference struct {
 	writes  int
 	temps   int
 	uploads int
+	// quiet is the number of store writes begun when the daemon sent its last modem command
+	// or network request before the service had every upload: the writes after it (the
+	// cursor after the last upload, the checkpoint of the settings file) are followed by
+	// nothing the proxies can hold (a TLS close alert at most, which the daemon does not
+	// wait for), so the daemon may finish them and exit before the kill lands.
+	quiet int
 }
 
 // TestCrashPoints: SIGKILL at every step of an attempt, restart, check the invariants. Every
@@ -117,8 +123,8 @@ func TestCrashPoints(t *testing.T) {
 				jobLines = false
 			}
 			points := cpPoints(ref, stride, jobLines)
-			t.Logf("%s: %d command lines, %d store writes (%d begun), %d uploads in the reference run: %d kill points",
-				tr, len(ref.lines), ref.writes, ref.temps, ref.uploads, len(points))
+			t.Logf("%s: %d command lines, %d store writes (%d begun; %d before the last upload), %d uploads in the reference run: %d kill points",
+				tr, len(ref.lines), ref.writes, ref.temps, ref.quiet, ref.uploads, len(points))
 			for _, pt := range points {
 				t.Run(pt.name, func(t *testing.T) {
 					t.Parallel()
@@ -195,9 +201,10 @@ func cpStartEnv(t *testing.T, ctx context.Context, opts testbed.Options, prepare
 		prepare(b)
 	}
 	e := &cpEnv{b: b, store: cpStartStoreWatch(t, b.StorePath())}
-	e.modem = cpStartModemProxy(t, b, e.store.sync)
+	e.store.allUploaded = func() bool { return cpUploadCount(b) >= 2 }
+	e.modem = cpStartModemProxy(t, b, e.store.proxySync)
 	tr := b.Transport()
-	e.net = cpStartNetProxy(t, b, tr, e.store.sync)
+	e.net = cpStartNetProxy(t, b, tr, e.store.proxySync)
 	port := "http.port"
 	if tr == testbed.TransportCoAP {
 		port = "coap.port"
@@ -224,7 +231,7 @@ func cpRunReference(t *testing.T, tr string) cpReference {
 		t.Fatalf("reference run: exit %d, want 0:\n%s", code, p.Stderr())
 	}
 	ref := cpReference{lines: e.modem.seen(), writes: e.store.count(cpRenamed), temps: e.store.count(cpTempCreated),
-		uploads: len(uploads(t, e.b))}
+		uploads: len(uploads(t, e.b)), quiet: e.store.beforeLastProxySync()}
 	jobLines := map[string]bool{}
 	for _, c := range mustCommands(t, e.b) {
 		if c.Kind == proto.KindAT {
@@ -350,9 +357,10 @@ func cpRunPoint(t *testing.T, tr string, ref cpReference, pt cpPoint) {
 			reach("request held at the service")
 		}()
 	}
-	// The last store write is the daemon's last act: it may end and exit by itself before
-	// the kill, which is the same state as a kill right after it.
-	last := (pt.kind == cpWrite || pt.kind == cpTemp) && pt.n == ref.writes
+	// The store writes after the daemon's last modem command or network request are its
+	// last acts: it may finish them and exit by itself before the kill, which is the same
+	// state as a kill right after the last of them.
+	last := (pt.kind == cpWrite || pt.kind == cpTemp) && pt.n > ref.quiet
 	select {
 	case what := <-reached:
 		if err := p.Kill(); err != nil && !last {
@@ -1180,8 +1188,11 @@ func (p *cpNetProxy) startUDP(t *testing.T, upstream string) {
 	}()
 }
 
-// cpStoreWatch counts the store's writes through inotify: each creates a temporary file
-// beside the settings file (IN_CREATE) and renames it onto it (IN_MOVED_TO).
+// cpStoreWatch counts the store's writes through inotify. A write into the slot file in place
+// begins with its data (IN_MODIFY) and is done when the file is closed after the sync
+// (IN_CLOSE_WRITE); a new slot file, and a checkpoint of the settings file, begin with a
+// temporary file beside it (IN_CREATE) and are done when it is renamed onto it (IN_MOVED_TO)
+// (internal/store).
 //
 // The proxies call sync before they pass on anything the daemon sends: the daemon's store
 // writes that came before it are then counted (and their callbacks run) first, since the
@@ -1189,14 +1200,17 @@ func (p *cpNetProxy) startUDP(t *testing.T, upstream string) {
 // stops the daemon no later than at its next modem command or network request.
 type cpStoreWatch struct {
 	fd     int
-	base   string
+	base   string // the settings file's name
+	slots  string // the slot file's name
 	prefix string // of the store's temporary files
 	stop   atomic.Bool
 	done   chan struct{}
 
-	mu sync.Mutex // held while events are read and handled, so they are handled in order
-	n  [2]int     // per cpStoreEvent
-	on func(ev cpStoreEvent, n int)
+	mu          sync.Mutex // held while events are read and handled, so they are handled in order
+	n           [2]int     // per cpStoreEvent
+	on          func(ev cpStoreEvent, n int)
+	atSyncOf    int         // writes begun when a proxy last synced before allUploaded
+	allUploaded func() bool // the service has every upload of the job
 }
 
 type cpStoreEvent int
@@ -1219,11 +1233,11 @@ func cpStartStoreWatch(t *testing.T, path string) *cpStoreWatch {
 	if err != nil {
 		t.Fatalf("inotify: %v", err)
 	}
-	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CREATE); err != nil {
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CREATE|unix.IN_MODIFY|unix.IN_CLOSE_WRITE); err != nil {
 		unix.Close(fd)
 		t.Fatalf("inotify watch %s: %v", filepath.Dir(path), err)
 	}
-	w := &cpStoreWatch{fd: fd, base: filepath.Base(path), prefix: cpTempPrefix(path), done: make(chan struct{})}
+	w := &cpStoreWatch{fd: fd, base: filepath.Base(path), slots: filepath.Base(path) + ".slots", prefix: cpTempPrefix(path), done: make(chan struct{})}
 	go w.loop()
 	t.Cleanup(func() {
 		w.stop.Store(true)
@@ -1233,8 +1247,9 @@ func cpStartStoreWatch(t *testing.T, path string) *cpStoreWatch {
 	return w
 }
 
-// cpTempPrefix is how the store names its temporary files (internal/store).
-func cpTempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+// cpTempPrefix is how the store's temporary files begin (internal/store): ".settings.tmp-"
+// for the settings file, ".settings.slots.tmp-" for the slot file.
+func cpTempPrefix(path string) string { return "." + filepath.Base(path) + "." }
 
 func (w *cpStoreWatch) setOn(on func(ev cpStoreEvent, n int)) {
 	w.mu.Lock()
@@ -1259,6 +1274,26 @@ func (w *cpStoreWatch) loop() {
 	}
 }
 
+// proxySync is sync for the proxies: it also notes how many writes had begun, until the
+// service has every upload.
+func (w *cpStoreWatch) proxySync() {
+	w.sync()
+	if w.allUploaded != nil && w.allUploaded() {
+		return
+	}
+	w.mu.Lock()
+	w.atSyncOf = w.n[cpTempCreated]
+	w.mu.Unlock()
+}
+
+// beforeLastProxySync is the number of writes begun when a proxy last synced before the
+// service had every upload.
+func (w *cpStoreWatch) beforeLastProxySync() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.atSyncOf
+}
+
 // sync handles every event queued so far.
 func (w *cpStoreWatch) sync() {
 	w.mu.Lock()
@@ -1278,9 +1313,11 @@ func (w *cpStoreWatch) sync() {
 			off = end
 			var ev cpStoreEvent
 			switch {
-			case mask&unix.IN_MOVED_TO != 0 && name == w.base:
+			case mask&unix.IN_MOVED_TO != 0 && (name == w.base || name == w.slots),
+				mask&unix.IN_CLOSE_WRITE != 0 && name == w.slots:
 				ev = cpRenamed
-			case mask&unix.IN_CREATE != 0 && strings.HasPrefix(name, w.prefix):
+			case mask&unix.IN_CREATE != 0 && strings.HasPrefix(name, w.prefix) && strings.Contains(name, ".tmp-"),
+				mask&unix.IN_MODIFY != 0 && name == w.slots:
 				ev = cpTempCreated
 			default:
 				continue

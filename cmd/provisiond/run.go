@@ -104,6 +104,15 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
+	// Every change is durable in the store's slot file when it is made; the settings file
+	// itself is brought up to date after each attempt and on the way out (internal/store).
+	checkpoint := func() {
+		if err := st.Checkpoint(); err != nil {
+			log.Warn("settings file not brought up to date; the settings are safe in its slot file and it is tried again after the next attempt",
+				zap.String("path", cfg.Store.Path), zap.Error(err))
+		}
+	}
+	defer checkpoint()
 
 	dial, err := newDial(cfg, log)
 	if err != nil {
@@ -123,7 +132,7 @@ func run(ctx context.Context, opts runOptions, stdout, stderr io.Writer) error {
 				log.Debug("systemd status not sent", zap.Error(err))
 			}
 		},
-		Idle:      rel.attemptEnded,
+		Idle:      func() { checkpoint(); rel.attemptEnded() },
 		Heartbeat: func(quiet time.Duration) { live.scheduler.BeatWithin(quiet) },
 		MaxStep:   maxStep(cfg),
 	})

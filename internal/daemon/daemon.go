@@ -249,7 +249,8 @@ type Deps struct {
 	Notify func(state string)
 	// Idle, if set, is called by the goroutine of Run after each attempt, once the attempt's
 	// outcome is reported and before the wait for the next one: the place to return the
-	// attempt's garbage to the OS, since attempts are seconds to hours apart.
+	// attempt's garbage to the OS and to bring the settings file up to date, since attempts
+	// are seconds to hours apart.
 	Idle func()
 	// Now, if set, replaces time.Now.
 	Now func() time.Time

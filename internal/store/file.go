@@ -1,7 +1,11 @@
 // Package store keeps provisiond's settings: string keys (Zephyr-style settings paths such as
-// "provisioning/interval-sec") mapped to string values, in one checksummed file that is
-// replaced atomically on every change. It is the host's stand-in for the device's settings
-// subsystem; the daemon also keeps its own state (the outbox, under "provisiond/") in it.
+// "provisioning/interval-sec") mapped to string values. It is the host's stand-in for the
+// device's settings subsystem; the daemon also keeps its own state (the batch journal, the
+// outbox, under "provisiond/") in it.
+//
+// A change is durable when Apply returns: it is written in place into one of the two slots of
+// "<settings>.slots" and synced (slots.go). The settings file, one checksummed file in the
+// format of format.go, is brought up to date by Checkpoint, atomically replaced.
 //
 // File is the persistent store, Memory an in-memory one with the same semantics. Both are
 // safe for concurrent use by the goroutines of one process. Only one process may write a
@@ -9,6 +13,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -23,9 +28,11 @@ import (
 	"time"
 )
 
-// File is a settings store backed by one file. Every change rewrites the whole file
-// atomically (temp file in the same folder, fsync, rename, fsync of the folder), so a reader
-// or a restart after a crash sees either the old or the new content, never a mix.
+// File is a settings store backed by the settings file and its slot file. Every change
+// writes the whole new state into the slot that does not hold the current one and syncs it,
+// so a reader or a restart after a crash sees either the old or the new state, never a mix.
+// The slot file is made (and remade larger) by atomic replacement: temp file in the same
+// folder, fsync, rename, fsync of the folder; so is the settings file at each Checkpoint.
 //
 // The in-memory state changes only after the file write succeeded: when a write fails
 // (ENOSPC, EROFS, EACCES, …) the error is returned wrapped, Get and All keep answering the
@@ -40,17 +47,22 @@ type File struct {
 
 	wmu sync.Mutex // serialises writers and Reload; held across the file I/O
 
+	// slots and stale belong to the writer: guarded by wmu.
+	slots slots // the slot file; size 0 until the first write makes it
+	stale bool  // the settings file may not show the newest state
+
 	mu sync.RWMutex // guards m; held only to read or swap the map, never across I/O
 	m  map[string]string
 }
 
-// Open loads the settings file at path. A missing file, or an empty one (a placeholder made
-// by an installer), is an empty store; the file and its folder (mode 0700) are created by the
-// first write.
+// Open loads the store of the settings file at path: the newest valid slot of its slot file,
+// or the settings file when there is no slot file (a store written by an earlier version, or
+// none yet). A missing file, or an empty one (a placeholder made by an installer), is an empty
+// store; the files and their folder (mode 0700) are created by the first write.
 //
-// A file that fails its integrity check is never replaced: Open renames it to
-// "<path>.corrupt-<UTC time>" and returns a *CorruptError (errors.Is ErrCorrupt) naming that
-// name. Whether to go on with an empty store is the caller's decision: a second Open then
+// A file that fails its integrity check (a settings file, or a slot file neither of whose
+// slots is valid) is never replaced: Open renames it to "<file>.corrupt-<UTC time>" and
+// returns a *CorruptError (errors.Is ErrCorrupt) naming that name. Whether to go on with an empty store is the caller's decision: a second Open then
 // finds no file. A file larger than lim.MaxFileSize is refused with an error wrapping ErrLimit
 // and left in place, since it may be intact and only the limit lowered. Key and value limits
 // apply to writes, not to loading: what is on disk was accepted when it was written.
@@ -58,21 +70,71 @@ type File struct {
 // Open also removes temp files left in the folder by a writer that was killed mid-write.
 func Open(path string, lim Limits) (*File, error) {
 	lim = lim.withDefaults()
-	m, err := read(path, lim)
+	m, st, stale, err := load(path, lim)
 	if err != nil {
-		return nil, quarantine(path, err)
+		return nil, quarantine(err)
 	}
 	removeStaleTemps(path)
-	return &File{path: path, lim: lim, m: m}, nil
+	removeStaleTemps(slotPath(path))
+	return &File{path: path, lim: lim, m: m, slots: st, stale: stale}, nil
+}
+
+// load reads the store at path: the slot file's newest state, or the settings file. stale
+// tells whether the settings file differs from that state.
+func load(path string, lim Limits) (m map[string]string, st slots, stale bool, err error) {
+	content, st, err := readSlots(path, lim)
+	if errors.Is(err, errNoSlots) {
+		m, err := read(path, lim)
+		return m, slots{}, false, err
+	}
+	if err != nil {
+		return nil, slots{}, false, err
+	}
+	m, reason := decode(content)
+	if reason != "" {
+		return nil, slots{}, false, &CorruptError{Path: slotPath(path), Reason: "newest slot: " + reason}
+	}
+	// The settings file is normally the same bytes, or an older state when an attempt was
+	// cut short or a checkpoint failed, which the next Checkpoint replaces. One that fails
+	// its own check was damaged or edited by hand: it is reported like a damaged store, so
+	// that an edit is not silently undone (the store itself is intact in the slot file).
+	main, err := os.ReadFile(path)
+	if err != nil || bytes.Equal(main, content) {
+		return m, st, err != nil, nil
+	}
+	if _, reason := decode(main); reason != "" && len(main) > 0 {
+		return nil, slots{}, false, &CorruptError{Path: path, Reason: reason}
+	}
+	return m, st, true, nil
 }
 
 // Load reads the settings file at path without changing anything on disk: no temp file
 // cleanup, and a corrupt file is reported (*CorruptError with an empty Aside) but left where it
 // is. It is for readers other than the daemon, such as `provisiond settings`, which may run
 // while the daemon writes; the atomic rename means they see a complete file.
+//
+// The daemon may be writing a slot meanwhile; a read that finds both slots failing their
+// checks (the one being written, and the other overwritten by the write after it while this
+// read was slow) is repeated a few times before the file is reported corrupt.
 func Load(path string, lim Limits) (map[string]string, error) {
-	return read(path, lim.withDefaults())
+	lim = lim.withDefaults()
+	var err error
+	for try := 0; try < loadTries; try++ {
+		if try > 0 {
+			time.Sleep(loadRetryWait)
+		}
+		var m map[string]string
+		if m, _, _, err = load(path, lim); !errors.Is(err, ErrCorrupt) {
+			return m, err
+		}
+	}
+	return nil, err
 }
+
+const (
+	loadTries     = 5
+	loadRetryWait = 20 * time.Millisecond
+)
 
 // Path returns the settings file's path.
 func (f *File) Path() string { return f.path }
@@ -133,13 +195,40 @@ func (f *File) Apply(changes []Change) error {
 func (f *File) Reload() error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	m, err := read(f.path, f.lim)
+	m, st, stale, err := load(f.path, f.lim)
 	if err != nil {
-		return quarantine(f.path, err)
+		err = quarantine(err)
+		var ce *CorruptError
+		if errors.As(err, &ce) && ce.Aside != "" && ce.Path == slotPath(f.path) {
+			// Moved aside: the next write makes a new slot file from memory.
+			f.slots.size, f.stale = 0, true
+		}
+		return err
 	}
+	f.slots, f.stale = st, stale
 	f.mu.Lock()
 	f.m = m
 	f.mu.Unlock()
+	return nil
+}
+
+// Checkpoint rewrites the settings file with the current state when it is behind, atomically.
+// Nothing depends on it for durability, which Apply already gave; it keeps the settings file,
+// the one a person or an earlier provisiond reads, current while the daemon idles. A failure
+// (a full or read-only disk) loses nothing and is tried again by the next Checkpoint.
+func (f *File) Checkpoint() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if !f.stale {
+		return nil
+	}
+	f.mu.RLock()
+	data := encode(f.m)
+	f.mu.RUnlock()
+	if err := f.replace(f.path, data); err != nil {
+		return err
+	}
+	f.stale = false
 	return nil
 }
 
@@ -150,9 +239,36 @@ func (f *File) step(name string) error {
 	return f.fault(name)
 }
 
-// write replaces the file with data atomically. On any error the temp file is removed.
-func (f *File) write(data []byte) (err error) {
-	dir := filepath.Dir(f.path)
+// write makes data, the encoded next state, durable: in place in the slot file, or in a new
+// one when there is none yet or data outgrew its slots. On error the store on disk is still
+// the last state written.
+func (f *File) write(data []byte) error {
+	if f.slots.size > 0 && maxSlotHeaderLen+len(data) <= f.slots.size {
+		err := f.writeSlot(f.slots, data)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Removed under us (by hand): make it again, from the state in memory.
+			f.slots.size = 0
+			return f.write(data)
+		}
+		if err != nil {
+			return err
+		}
+		f.slots.seq++
+	} else {
+		st, err := f.createSlots(f.slots, data)
+		if err != nil {
+			return err
+		}
+		f.slots = st
+	}
+	f.stale = true
+	return nil
+}
+
+// replace replaces the file at target (the settings file or the slot file) with data
+// atomically. On any error the temp file is removed.
+func (f *File) replace(target string, data []byte) (err error) {
+	dir := filepath.Dir(target)
 	if err := f.step("mkdir"); err != nil {
 		return fmt.Errorf("store: create folder %s: %w", dir, err)
 	}
@@ -162,7 +278,7 @@ func (f *File) write(data []byte) (err error) {
 	if err := f.step("create"); err != nil {
 		return fmt.Errorf("store: create temp file in %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix(f.path)+"*")
+	tmp, err := os.CreateTemp(dir, tempPrefix(target)+"*")
 	if err != nil {
 		return fmt.Errorf("store: create temp file: %w", err)
 	}
@@ -181,14 +297,14 @@ func (f *File) write(data []byte) (err error) {
 		{"sync", tmp.Sync},
 		{"chmod", func() error { return tmp.Chmod(0o600) }},
 		{"close", tmp.Close},
-		{"rename", func() error { return os.Rename(tmp.Name(), f.path) }},
+		{"rename", func() error { return os.Rename(tmp.Name(), target) }},
 	}
 	for _, s := range steps {
 		if err := f.step(s.name); err != nil {
 			return fmt.Errorf("store: %s %s: %w", s.name, tmp.Name(), err)
 		}
 		if err := s.do(); err != nil {
-			return fmt.Errorf("store: %s %s: %w", s.name, f.path, err)
+			return fmt.Errorf("store: %s %s: %w", s.name, target, err)
 		}
 	}
 	renamed = true
@@ -244,14 +360,14 @@ func read(path string, lim Limits) (map[string]string, error) {
 	return m, nil
 }
 
-// quarantine moves a corrupt file aside and names the new place in the error; other errors
-// pass through.
-func quarantine(path string, err error) error {
+// quarantine moves a corrupt file (the one the error names) aside and names the new place in
+// the error; other errors pass through.
+func quarantine(err error) error {
 	var ce *CorruptError
 	if !errors.As(err, &ce) {
 		return err
 	}
-	aside, merr := moveAside(path)
+	aside, merr := moveAside(ce.Path)
 	if merr != nil {
 		return fmt.Errorf("%w (and it could not be moved aside: %w)", ce, merr)
 	}

@@ -253,10 +253,13 @@ func TestPermissions(t *testing.T) {
 	if err := f.Set("a", "1"); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		path string
 		want fs.FileMode
-	}{{dir, 0o700 | fs.ModeDir}, {filepath.Dir(dir), 0o700 | fs.ModeDir}, {path, 0o600}} {
+	}{{dir, 0o700 | fs.ModeDir}, {filepath.Dir(dir), 0o700 | fs.ModeDir}, {path, 0o600}, {slotPath(path), 0o600}} {
 		st, err := os.Stat(c.path)
 		if err != nil {
 			t.Fatal(err)
@@ -265,19 +268,37 @@ func TestPermissions(t *testing.T) {
 			t.Errorf("%s: mode %v, want %v", c.path, st.Mode(), c.want)
 		}
 	}
-	// A file an operator widened is narrowed again by the next write.
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
+	// Files an operator widened are narrowed again: the slot file by the next write, the
+	// settings file by the next checkpoint.
+	for _, p := range []string{path, slotPath(path)} {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := f.Set("a", "2"); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := os.Stat(path); st.Mode() != 0o600 {
-		t.Errorf("after rewrite: mode %v, want 0600", st.Mode())
+	if err := f.Checkpoint(); err != nil {
+		t.Fatal(err)
 	}
+	for _, p := range []string{path, slotPath(path)} {
+		if st, _ := os.Stat(p); st.Mode() != 0o600 {
+			t.Errorf("%s after a write: mode %v, want 0600", p, st.Mode())
+		}
+	}
+	checkFolder(t, dir, "settings", "settings.slots")
+}
+
+// checkFolder fails unless dir holds exactly the files named.
+func checkFolder(t *testing.T, dir string, want ...string) {
+	t.Helper()
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("folder holds %d entries, want only the settings file", len(entries))
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("folder holds %q, want %q", got, want)
 	}
 }
 
@@ -300,74 +321,159 @@ func TestReadOnlyFolder(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root ignores folder permissions; TestWriteFaults covers EACCES by injection")
 	}
-	f, dir, _ := openWithA(t)
+	f, dir, path := openWithA(t)
 	if err := os.Chmod(dir, 0o500); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
-	err := f.Set("a", "2")
-	if !errors.Is(err, fs.ErrPermission) || !errors.Is(err, syscall.EACCES) {
-		t.Fatalf("got %v, want EACCES", err)
+	// The slot file exists: a write in place needs no new file and goes through.
+	if err := f.Set("a", "2"); err != nil {
+		t.Fatalf("write in place in a read-only folder: %v", err)
 	}
-	if v, _ := f.Get("a"); v != "1" {
-		t.Fatalf("Get after failed write = %q, want 1", v)
+	// The checkpoint needs a new file: refused, and nothing is lost.
+	err := f.Checkpoint()
+	if !errors.Is(err, fs.ErrPermission) || !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("checkpoint: got %v, want EACCES", err)
+	}
+	if m, err := Load(path, Limits{}); err != nil || m["a"] != "2" {
+		t.Fatalf("Load after the failed checkpoint: %q, %v", m, err)
+	}
+	// So does a write that outgrows the slots.
+	err = f.Set("big", strings.Repeat("x", 2*slotBlock))
+	if !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("write that outgrows the slots: got %v, want EACCES", err)
+	}
+	if v, _ := f.Get("a"); v != "2" {
+		t.Fatalf("Get after failed write = %q, want 2", v)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Set("a", "2"); err != nil {
-		t.Fatalf("write after the folder became writable: %v", err)
+	if err := f.Checkpoint(); err != nil {
+		t.Fatalf("checkpoint after the folder became writable: %v", err)
+	}
+	if m, err := read(path, f.lim); err != nil || m["a"] != "2" {
+		t.Fatalf("settings file after the checkpoint: %q, %v", m, err)
 	}
 }
 
+// TestWriteFaults injects an error at every step of the three kinds of write: in place into
+// the slot file, the first write of a store (or one that outgrows its slots), which makes a
+// new slot file, and the checkpoint of the settings file. Each leaves the store on disk and in
+// memory as it was, and the same write goes through once the fault clears.
 func TestWriteFaults(t *testing.T) {
 	errnos := []syscall.Errno{syscall.ENOSPC, syscall.EROFS, syscall.EACCES, syscall.EIO}
-	steps := []string{"mkdir", "create", "write", "sync", "chmod", "close", "rename", "syncdir"}
+	replaceSteps := []string{"mkdir", "create", "write", "sync", "chmod", "close", "rename", "syncdir"}
+	kinds := []struct {
+		name  string
+		steps []string
+		// open returns a store holding a=1 whose next Apply is a write of this kind.
+		open func(t *testing.T) (*File, string)
+		// visible lists the steps whose fault comes after the new state reached the file,
+		// so that a reader may already see it.
+		visible string
+	}{
+		{name: "in place", steps: []string{"slot-open", "slot-write", "slot-sync"}, visible: "slot-sync",
+			open: func(t *testing.T) (*File, string) { f, _, path := openWithA(t); return f, path }},
+		{name: "new slot file", steps: replaceSteps, visible: "syncdir",
+			open: func(t *testing.T) (*File, string) {
+				// A store an earlier version wrote: the settings file only.
+				path := writeFile(t, encode(map[string]string{"a": "1"}))
+				f, err := Open(path, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f, path
+			}},
+	}
+	for _, kind := range kinds {
+		for _, errno := range errnos {
+			for _, step := range kind.steps {
+				t.Run(kind.name+"/"+errno.Error()+"/"+step, func(t *testing.T) {
+					f, path := kind.open(t)
+					f.fault = func(s string) error {
+						if s == step {
+							return &fs.PathError{Op: s, Path: path, Err: errno}
+						}
+						return nil
+					}
+					err := f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}})
+					if !errors.Is(err, errno) {
+						t.Fatalf("got %v, want %v", err, errno)
+					}
+					if !strings.HasPrefix(err.Error(), "store: ") {
+						t.Errorf("error %q lacks the op prefix", err)
+					}
+					want := map[string]string{"a": "1"}
+					if got := f.All(); !maps.Equal(got, want) {
+						t.Fatalf("in-memory state after failed write = %q, want %q", got, want)
+					}
+					checkNoTemps(t, path)
+					onDisk, err := Load(path, Limits{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if step != kind.visible && !maps.Equal(onDisk, want) {
+						t.Fatalf("store on disk = %q, want old content %q", onDisk, want)
+					}
+					// The fault clears (space freed, remounted rw): the same store writes again.
+					f.fault = nil
+					if err := f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}}); err != nil {
+						t.Fatal(err)
+					}
+					want = map[string]string{"a": "2", "b": "3"}
+					if onDisk, err := Load(path, Limits{}); err != nil || !maps.Equal(onDisk, want) {
+						t.Fatalf("after recovery: %q, %v", onDisk, err)
+					}
+				})
+			}
+		}
+	}
 	for _, errno := range errnos {
-		for _, step := range steps {
-			t.Run(errno.Error()+"/"+step, func(t *testing.T) {
-				f, dir, path := openWithA(t)
+		for _, step := range replaceSteps {
+			t.Run("checkpoint/"+errno.Error()+"/"+step, func(t *testing.T) {
+				f, _, path := openWithA(t)
+				if err := f.Checkpoint(); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.Set("a", "2"); err != nil {
+					t.Fatal(err)
+				}
 				f.fault = func(s string) error {
 					if s == step {
 						return &fs.PathError{Op: s, Path: path, Err: errno}
 					}
 					return nil
 				}
-				err := f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}})
-				if !errors.Is(err, errno) {
+				if err := f.Checkpoint(); !errors.Is(err, errno) {
 					t.Fatalf("got %v, want %v", err, errno)
 				}
-				if !strings.HasPrefix(err.Error(), "store: ") {
-					t.Errorf("error %q lacks the op prefix", err)
+				checkNoTemps(t, path)
+				if m, err := read(path, f.lim); err != nil || (step != "syncdir" && m["a"] != "1") {
+					t.Fatalf("settings file after a failed checkpoint: %q, %v; want the old one", m, err)
 				}
-				want := map[string]string{"a": "1"}
-				if got := f.All(); !maps.Equal(got, want) {
-					t.Fatalf("in-memory state after failed write = %q, want %q", got, want)
+				if m, err := Load(path, Limits{}); err != nil || m["a"] != "2" {
+					t.Fatalf("store after a failed checkpoint: %q, %v; want the new state", m, err)
 				}
-				entries, _ := os.ReadDir(dir)
-				for _, e := range entries {
-					if e.Name() != "settings" {
-						t.Errorf("left behind %s", e.Name())
-					}
-				}
-				// On disk: old content, or new content only when the rename itself went through.
-				onDisk, err := Load(path, Limits{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if step != "syncdir" && !maps.Equal(onDisk, want) {
-					t.Fatalf("file = %q, want old content %q", onDisk, want)
-				}
-				// The fault clears (space freed, remounted rw): the same store writes again.
 				f.fault = nil
-				if err := f.Apply([]Change{{Key: "a", Value: "2"}, {Key: "b", Value: "3"}}); err != nil {
+				if err := f.Checkpoint(); err != nil {
 					t.Fatal(err)
 				}
-				want = map[string]string{"a": "2", "b": "3"}
-				if onDisk, err := Load(path, Limits{}); err != nil || !maps.Equal(onDisk, want) {
-					t.Fatalf("after recovery: %q, %v", onDisk, err)
+				if m, err := read(path, f.lim); err != nil || m["a"] != "2" {
+					t.Fatalf("settings file after the checkpoint: %q, %v", m, err)
 				}
 			})
+		}
+	}
+}
+
+// checkNoTemps fails when a temporary file of the store is left in its folder.
+func checkNoTemps(t *testing.T, path string) {
+	t.Helper()
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	for _, e := range entries {
+		if e.Name() != "settings" && e.Name() != "settings.slots" {
+			t.Errorf("left behind %s", e.Name())
 		}
 	}
 }
@@ -416,8 +522,12 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 
 func TestReload(t *testing.T) {
 	f, _, path := openWithA(t)
-	// Another writer (an operator restoring a backup) replaces the file.
-	if err := os.WriteFile(path, encode(map[string]string{"b": "2"}), 0o600); err != nil {
+	// Another writer changes the store (an operator restoring a backup of both files).
+	other, err := Open(path, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Apply([]Change{{Key: "a", Delete: true}, {Key: "b", Value: "2"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Reload(); err != nil {
@@ -426,14 +536,14 @@ func TestReload(t *testing.T) {
 	if got := f.All(); !maps.Equal(got, map[string]string{"b": "2"}) {
 		t.Fatalf("after Reload: %q", got)
 	}
-	// A corrupt file on Reload: moved aside, memory kept, next write restores the file.
-	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+	// A corrupt slot file on Reload: moved aside, memory kept, next write makes a new one.
+	if err := os.WriteFile(slotPath(path), []byte("garbage!"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := f.Reload()
+	err = f.Reload()
 	var ce *CorruptError
-	if !errors.As(err, &ce) || ce.Aside == "" {
-		t.Fatalf("Reload of corrupt file: %v", err)
+	if !errors.As(err, &ce) || ce.Aside == "" || ce.Path != slotPath(path) {
+		t.Fatalf("Reload of corrupt slot file: %v", err)
 	}
 	if got := f.All(); !maps.Equal(got, map[string]string{"b": "2"}) {
 		t.Fatalf("memory after failed Reload: %q", got)
@@ -442,7 +552,20 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	if m, err := Load(path, Limits{}); err != nil || !maps.Equal(m, map[string]string{"b": "2", "c": "3"}) {
-		t.Fatalf("file after write: %q, %v", m, err)
+		t.Fatalf("store after write: %q, %v", m, err)
+	}
+	// Without a slot file, the settings file is the store again.
+	if err := os.Remove(slotPath(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, encode(map[string]string{"d": "4"}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.All(); !maps.Equal(got, map[string]string{"d": "4"}) {
+		t.Fatalf("after Reload of the settings file alone: %q", got)
 	}
 }
 
