@@ -42,6 +42,7 @@ func TestDaemonControl(t *testing.T) {
 			at := 0
 			waitEvent(t, ctx, p, &at, "DONE")
 			waitEvent(t, ctx, p, &at, "STOP")
+			waitCheckpointed(t, ctx, b) // after the attempt
 			cmds := mustCommands(t, b)
 			finished := cmds[len(cmds)-1].ID
 
@@ -99,6 +100,7 @@ func TestDaemonControl(t *testing.T) {
 			}
 			checkExecutedTimes(t, b, mustCommands(t, b), 1)
 			checkSettings(t, settings(t, ctx, b), more[len(more)-1].ID, "120")
+			waitCheckpointed(t, ctx, b) // on the way out
 			// Stopped: the control commands say so with their own exit code.
 			cmd := b.Command(ctx, provisiond, "status")
 			if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 3 {

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/provisiond/provisiond/internal/proto"
 	"github.com/provisiond/provisiond/internal/simcloud"
+	"github.com/provisiond/provisiond/internal/store"
 	"github.com/provisiond/provisiond/internal/testbed"
 )
 
@@ -180,4 +184,31 @@ func countID(p *testbed.Process, id string) int {
 		}
 	}
 	return n
+}
+
+// waitCheckpointed waits until the settings file alone shows the store's current state: the
+// daemon brings it up to date after each attempt and when it stops (internal/store). It reads
+// a copy of the file, so that the slot file beside the original plays no part.
+func waitCheckpointed(t *testing.T, ctx context.Context, b *testbed.Bed) {
+	t.Helper()
+	want := settings(t, ctx, b)
+	copyPath := filepath.Join(t.TempDir(), "settings")
+	var got map[string]string
+	var err error
+	for {
+		var data []byte
+		if data, err = os.ReadFile(b.StorePath()); err == nil {
+			if err = os.WriteFile(copyPath, data, 0o600); err == nil {
+				got, err = store.Load(copyPath, store.Limits{})
+			}
+		}
+		if err == nil && maps.Equal(got, want) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the settings file does not show the store: %q, %v; want %q", got, err, want)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
