@@ -10,6 +10,7 @@ import (
 
 	"github.com/provisiond/provisiond/internal/simcloud"
 	"github.com/provisiond/provisiond/internal/testbed"
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // setFault installs fault rules on the service.
@@ -27,8 +28,12 @@ func setFault(t *testing.T, b *testbed.Bed, faults ...simcloud.Fault) {
 func TestFaultService(t *testing.T) {
 	t.Parallel()
 	short := testbed.Options{Timeout: time.Second}
+	// The busy row reads the state while the daemon backs off, for the initial backoff (1 s,
+	// the testbed's) and then twice that. Under emulation `provisiond status` alone can take
+	// longer than that on a loaded machine, and the window is scaled with it.
+	backoff := testbed.Options{Settings: map[string]any{"provisioning.initial_backoff": testexec.Scale(time.Second).String()}}
 	runMatrix(t, []matrixRow{
-		{name: "busy 500 on fetch, twice, daemon backs off", done: true, run: func(t *testing.T, ctx context.Context, b *testbed.Bed) {
+		{name: "busy 500 on fetch, twice, daemon backs off", opts: backoff, done: true, run: func(t *testing.T, ctx context.Context, b *testbed.Bed) {
 			setFault(t, b, simcloud.Fault{Kind: simcloud.FaultBusy, Count: 2, Op: simcloud.OpFetch})
 			d := daemon(t, ctx, b)
 			at := 0

@@ -53,7 +53,8 @@ func startDashboard(t *testing.T, ctx context.Context, runDir string) string {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := testexec.Command(ctx, provisiond, "dashboard", "--run-dir", runDir, "--listen", addr, "--every", "200ms")
+	args := append([]string{"dashboard", "--run-dir", runDir, "--listen", addr, "--every", "200ms"}, answerFlags()...)
+	cmd := testexec.Command(ctx, provisiond, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -130,7 +131,7 @@ func TestFleetListAndDashboard(t *testing.T) {
 			t.Errorf("list: row of %s %q, want its UUID, IMEI and DONE:\n%s", in.name, f, out)
 		}
 	}
-	if !strings.HasSuffix(tableLine(out, "ttyACM8"), "no answer within 1s") || !strings.Contains(tableLine(out, "ttyACM9"), "gone: ") {
+	if !strings.HasSuffix(tableLine(out, "ttyACM8"), noAnswer()) || !strings.Contains(tableLine(out, "ttyACM9"), "gone: ") {
 		t.Fatalf("list: the hanging and the gone instance are not shown as such:\n%s", out)
 	}
 	if out, errOut, code := stationRun(t, ctx, "list", "--run-dir", runDir, "--instance", "ttyACM1"); code != 0 {
@@ -333,9 +334,14 @@ func TestFleetListAndDashboard(t *testing.T) {
 }
 
 // openPage opens url in headless Chromium for the rest of the test (the browser ends with
-// parent), or skips st, saying so, when no Chromium is installed.
+// parent), or skips st, saying so, when no Chromium is installed or the tests run under
+// emulation.
 func openPage(st, parent *testing.T, ctx context.Context, url string) *livepage.Page {
 	st.Helper()
+	if testexec.Emulated() {
+		st.Skipf("under emulation (%s=%s): the browser would be the host's, not a program for the CPU under test, "+
+			"and the page's logic does not depend on the CPU; a native run checks the page", testexec.Env, testexec.Emulator())
+	}
 	bin, err := livepage.Find()
 	if err != nil {
 		st.Skipf("%v: the page is not checked in a browser (apt-get install chromium)", err)

@@ -15,18 +15,21 @@ import (
 	"github.com/provisiond/provisiond/internal/simcloud"
 	"github.com/provisiond/provisiond/internal/store"
 	"github.com/provisiond/provisiond/internal/testbed"
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // testTimeout bounds each test; generous because CI machines are slow under -race. Nothing
-// asserts on time: a test that needs longer than this has hung.
+// asserts on time: a test that needs longer than this has hung. Under emulation
+// (scripts/test-arch.sh) testCtx allows testexec.Scale of it.
 const testTimeout = 90 * time.Second
 
 var transports = []string{testbed.TransportHTTP, testbed.TransportCoAP}
 
-// testCtx is a context bounded by testTimeout and the test's own deadline.
+// testCtx is a context bounded by testTimeout (scaled under emulation) and the test's own
+// deadline.
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testexec.Scale(testTimeout))
 	if d, ok := t.Deadline(); ok {
 		var c2 context.CancelFunc
 		ctx, c2 = context.WithDeadline(ctx, d.Add(-5*time.Second))

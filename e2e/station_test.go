@@ -20,11 +20,29 @@ import (
 	"github.com/provisiond/provisiond/internal/testexec"
 )
 
-// stationRun runs the built binary with args outside any bench and returns its stdout,
-// stderr and exit code.
+// answerLimit is how long the station subcommands (tokens, claim, list, dashboard) give each
+// instance to answer in these tests: their default, 1 s, natively, where the tests pass no
+// --timeout and so check the default; testexec.Scale of it under emulation, passed with
+// --timeout (answerFlags), where a daemon takes several times longer to answer.
+func answerLimit() time.Duration { return testexec.Scale(time.Second) }
+
+// noAnswer is how the station subcommands show an instance that gave no answer within
+// answerLimit: "no answer within 1s" natively.
+func noAnswer() string { return "no answer within " + answerLimit().String() }
+
+// answerFlags are the flags that give each instance answerLimit: none natively.
+func answerFlags() []string {
+	if !testexec.Emulated() {
+		return nil
+	}
+	return []string{"--timeout", answerLimit().String()}
+}
+
+// stationRun runs the built binary with args, a station subcommand and its flags, outside any
+// bench and returns its stdout, stderr and exit code.
 func stationRun(t *testing.T, ctx context.Context, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := testexec.Command(ctx, provisiond, args...)
+	cmd := testexec.Command(ctx, provisiond, append(append([]string(nil), args...), answerFlags()...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -148,7 +166,7 @@ func TestStationTokensAndClaim(t *testing.T) {
 
 	// tokens --csv: one row per device, the broken instances on stderr, exit 1.
 	out, errOut, code := stationRun(t, ctx, "tokens", "--csv", "--run-dir", runDir)
-	if code != 1 || !strings.Contains(errOut, "ttyACM8: no answer within 1s") || !strings.Contains(errOut, "ttyACM9: gone") {
+	if code != 1 || !strings.Contains(errOut, "ttyACM8: "+noAnswer()) || !strings.Contains(errOut, "ttyACM9: gone") {
 		t.Fatalf("tokens --csv: exit %d, stderr %q; want 1 naming the hanging and the gone instance", code, errOut)
 	}
 	// claim_devices: csv.reader, then imei, uuid, attest_tok, date_time = row[:4].
@@ -173,7 +191,7 @@ func TestStationTokensAndClaim(t *testing.T) {
 		}
 	}
 	out, _, code = stationRun(t, ctx, "tokens", "--run-dir", runDir)
-	if code != 1 || !strings.HasSuffix(tableLine(out, "ttyACM8"), " no answer within 1s") ||
+	if code != 1 || !strings.HasSuffix(tableLine(out, "ttyACM8"), " "+noAnswer()) ||
 		!strings.Contains(tableLine(out, "ttyACM9"), " gone: ") || !strings.Contains(tableLine(out, "provisiond"), station[0].bed.UUID()) {
 		t.Fatalf("tokens: exit %d, want 1 and a table showing the hanging and the gone instance:\n%s", code, out)
 	}

@@ -10,7 +10,8 @@
 # go test flags for every package), TEST_ARCH_E2E_FLAGS (go test flags for ./e2e only; default
 # -short: the crash-point sweep and running every fault row on both transports test logic
 # that does not depend on the CPU, and take most of e2e's time, many times longer under
-# emulation). Installs qemu-user-static with apt-get when it is missing and we are root.
+# emulation). Under emulation e2e gives its programs testexec.Scale (× 10) of its native time
+# limits. Installs qemu-user-static with apt-get when it is missing and we are root.
 # Prints one line per package (ok/FAIL and its time), a summary per architecture, and exits
 # non-zero when any package failed. Every test binary gets 30 minutes, not go test's 10:
 # internal/store's crash test starts its child through qemu 200 times (7 min on arm64 on the

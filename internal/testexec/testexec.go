@@ -2,7 +2,8 @@
 // binfmt_misc the kernel cannot exec a binary for another CPU, so when scripts/test-arch.sh
 // runs the tests for arm64 or armhf under qemu-user it sets TEST_ARCH_EXEC to the emulator
 // (qemu-aarch64-static, qemu-arm-static) and Command starts such binaries through it. Unset,
-// Command is exec.CommandContext. It is for tests and the test harness only.
+// Command is exec.CommandContext. Emulated and Scale let a test give such programs more time
+// to answer under the emulator than natively. It is for tests and the test harness only.
 package testexec
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Env names the emulator that starts ELF binaries; empty or unset means run them directly.
@@ -21,6 +23,24 @@ const Env = "TEST_ARCH_EXEC"
 
 // Emulator returns the emulator from Env, "" when the tests run natively.
 func Emulator() string { return os.Getenv(Env) }
+
+// Slowdown is how many times the time a test allows natively Scale allows under the emulator:
+// qemu-user runs a program for another CPU several times slower than the host runs it
+// natively, more on a loaded machine, and the tests start many such programs at once.
+const Slowdown = 10
+
+// Emulated reports whether Env names an emulator, i.e. the tests run for another CPU.
+func Emulated() bool { return Emulator() != "" }
+
+// Scale returns d natively and d × Slowdown under the emulator. It is for a test's own waits
+// and deadlines (how long it lets a program it started take), never for what a test checks
+// of a program's timing.
+func Scale(d time.Duration) time.Duration {
+	if Emulated() {
+		return d * Slowdown
+	}
+	return d
+}
 
 // Command returns exec.CommandContext(ctx, name, args...), or, when Env names an emulator
 // and name is an ELF file, the same command started through the emulator. Scripts and

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCommand(t *testing.T) {
@@ -76,5 +77,27 @@ func TestWrapper(t *testing.T) {
 	}
 	if got, err := Wrapper(dir, w); err != nil || got != w {
 		t.Errorf("a script is not wrapped again: Wrapper = %q, %v", got, err)
+	}
+}
+
+func TestScale(t *testing.T) {
+	tests := []struct {
+		name, emu string
+		emulated  bool
+		want      time.Duration
+	}{
+		{"native", "", false, time.Second},
+		{"emulated", "qemu-aarch64-static", true, Slowdown * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(Env, tt.emu)
+			if got := Emulated(); got != tt.emulated {
+				t.Errorf("Emulated() = %v, want %v", got, tt.emulated)
+			}
+			if got := Scale(time.Second); got != tt.want {
+				t.Errorf("Scale(1s) = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
