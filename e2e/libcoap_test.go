@@ -28,6 +28,7 @@ import (
 	"github.com/provisiond/provisiond/internal/attest"
 	"github.com/provisiond/provisiond/internal/proto"
 	"github.com/provisiond/provisiond/internal/simmodem"
+	"github.com/provisiond/provisiond/internal/testexec"
 )
 
 // libcoapBackends are the (D)TLS builds of libcoap's tools, in the order tried. Debian's
@@ -193,7 +194,7 @@ func startCloudSim(t *testing.T, ctx context.Context, dir string) *cloudSim {
 	if err := build(ctx, bin, "github.com/provisiond/provisiond/cmd/nrfcloudsim", flags...); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, bin, "--state-dir", filepath.Join(dir, "cloud"),
+	cmd := testexec.Command(ctx, bin, "--state-dir", filepath.Join(dir, "cloud"),
 		"--http", "127.0.0.1:0", "--coap", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
