@@ -62,8 +62,9 @@ type File struct {
 //
 // A file that fails its integrity check (a settings file, or a slot file neither of whose
 // slots is valid) is never replaced: Open renames it to "<file>.corrupt-<UTC time>" and
-// returns a *CorruptError (errors.Is ErrCorrupt) naming that name. Whether to go on with an empty store is the caller's decision: a second Open then
-// finds no file. A file larger than lim.MaxFileSize is refused with an error wrapping ErrLimit
+// returns a *CorruptError (errors.Is ErrCorrupt) naming that name. Whether to go on is the
+// caller's decision: a second Open then finds no such file (without a slot file, an empty
+// store; without a valid one, the settings file's state of the last checkpoint). A file larger than lim.MaxFileSize is refused with an error wrapping ErrLimit
 // and left in place, since it may be intact and only the limit lowered. Key and value limits
 // apply to writes, not to loading: what is on disk was accepted when it was written.
 //
@@ -98,7 +99,7 @@ func load(path string, lim Limits) (m map[string]string, st slots, stale bool, e
 	// cut short or a checkpoint failed, which the next Checkpoint replaces. One that fails
 	// its own check was damaged or edited by hand: it is reported like a damaged store, so
 	// that an edit is not silently undone (the store itself is intact in the slot file).
-	main, err := os.ReadFile(path)
+	main, err := readCapped(path, lim.MaxFileSize)
 	if err != nil || bytes.Equal(main, content) {
 		return m, st, err != nil, nil
 	}
@@ -108,10 +109,10 @@ func load(path string, lim Limits) (m map[string]string, st slots, stale bool, e
 	return m, st, true, nil
 }
 
-// Load reads the settings file at path without changing anything on disk: no temp file
-// cleanup, and a corrupt file is reported (*CorruptError with an empty Aside) but left where it
-// is. It is for readers other than the daemon, such as `provisiond settings`, which may run
-// while the daemon writes; the atomic rename means they see a complete file.
+// Load reads the store of the settings file at path as Open does, without changing anything
+// on disk: no temp file cleanup, and a corrupt file is reported (*CorruptError with an empty
+// Aside) but left where it is. It is for readers other than the daemon, such as `provisiond
+// settings`, which may run while the daemon writes.
 //
 // The daemon may be writing a slot meanwhile; a read that finds both slots failing their
 // checks (the one being written, and the other overwritten by the write after it while this
@@ -332,23 +333,32 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// read loads and verifies the file. A missing or empty file is an empty store.
-func read(path string, lim Limits) (map[string]string, error) {
+// readCapped returns the bytes of the file at path, nothing for a missing file, and an error
+// wrapping ErrLimit for one larger than limit bytes, seen without reading all of it.
+func readCapped(path string, limit int) ([]byte, error) {
 	fh, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]string{}, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
 	defer fh.Close()
-	// Read one byte past the limit so an oversized file is seen without reading all of it.
-	data, err := io.ReadAll(io.LimitReader(fh, int64(lim.MaxFileSize)+1))
+	data, err := io.ReadAll(io.LimitReader(fh, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("store: read %s: %w", path, err)
 	}
-	if len(data) > lim.MaxFileSize {
-		return nil, fmt.Errorf("store: open %s: file is larger than the limit of %d bytes: %w", path, lim.MaxFileSize, ErrLimit)
+	if len(data) > limit {
+		return nil, fmt.Errorf("store: open %s: file is larger than the limit of %d bytes: %w", path, limit, ErrLimit)
+	}
+	return data, nil
+}
+
+// read loads and verifies the file. A missing or empty file is an empty store.
+func read(path string, lim Limits) (map[string]string, error) {
+	data, err := readCapped(path, lim.MaxFileSize)
+	if err != nil {
+		return nil, err
 	}
 	if len(data) == 0 {
 		return map[string]string{}, nil

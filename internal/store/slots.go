@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -111,25 +110,13 @@ var errNoSlots = errors.New("no slot file")
 // *CorruptError naming the slot file.
 func readSlots(path string, lim Limits) ([]byte, slots, error) {
 	sp := slotPath(path)
-	fh, err := os.Open(sp)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, slots{}, errNoSlots
-	}
+	// At most two slots of a state at the size limit.
+	data, err := readCapped(sp, 2*slotSizeFor(lim.MaxFileSize))
 	if err != nil {
-		return nil, slots{}, fmt.Errorf("store: open: %w", err)
-	}
-	defer fh.Close()
-	// Two slots of a state at the size limit, and a byte more to see a larger file.
-	limit := 2 * int64(slotSizeFor(lim.MaxFileSize))
-	data, err := io.ReadAll(io.LimitReader(fh, limit+1))
-	if err != nil {
-		return nil, slots{}, fmt.Errorf("store: read %s: %w", sp, err)
+		return nil, slots{}, err
 	}
 	if len(data) == 0 {
 		return nil, slots{}, errNoSlots
-	}
-	if int64(len(data)) > limit {
-		return nil, slots{}, fmt.Errorf("store: open %s: file is larger than two slots of the limit of %d bytes: %w", sp, lim.MaxFileSize, ErrLimit)
 	}
 	if len(data)%2 != 0 {
 		return nil, slots{}, &CorruptError{Path: sp, Reason: fmt.Sprintf("%d bytes, not two slots of one size", len(data))}
@@ -164,13 +151,13 @@ func (f *File) writeSlot(st slots, data []byte) error {
 	}
 	fd, err := unix.Open(sp, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("store: open %s: %w", sp, &fs.PathError{Op: "open", Path: sp, Err: err})
+		return fmt.Errorf("store: %w", &fs.PathError{Op: "open", Path: sp, Err: err})
 	}
 	defer unix.Close(fd)
 	// The slot file holds what the settings file holds: an operator's chmod does not widen it
 	// for longer than until the next write, as the replacement of the settings file ensures.
 	if err := unix.Fchmod(fd, 0o600); err != nil {
-		return fmt.Errorf("store: chmod %s: %w", sp, &fs.PathError{Op: "chmod", Path: sp, Err: err})
+		return fmt.Errorf("store: %w", &fs.PathError{Op: "chmod", Path: sp, Err: err})
 	}
 	if err := f.step("slot-write"); err != nil {
 		return fmt.Errorf("store: write %s: %w", sp, err)
@@ -182,7 +169,7 @@ func (f *File) writeSlot(st slots, data []byte) error {
 			if err == unix.EINTR {
 				continue
 			}
-			return fmt.Errorf("store: write %s: %w", sp, &fs.PathError{Op: "write", Path: sp, Err: err})
+			return fmt.Errorf("store: %w", &fs.PathError{Op: "write", Path: sp, Err: err})
 		}
 		if n == 0 {
 			return fmt.Errorf("store: write %s: %w", sp, io.ErrShortWrite)
@@ -198,7 +185,7 @@ func (f *File) writeSlot(st slots, data []byte) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("store: sync %s: %w", sp, &fs.PathError{Op: "fdatasync", Path: sp, Err: err})
+			return fmt.Errorf("store: %w", &fs.PathError{Op: "fdatasync", Path: sp, Err: err})
 		}
 		return nil
 	}
