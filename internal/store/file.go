@@ -200,9 +200,13 @@ func (f *File) Reload() error {
 	if err != nil {
 		err = quarantine(err)
 		var ce *CorruptError
-		if errors.As(err, &ce) && ce.Aside != "" && ce.Path == slotPath(f.path) {
-			// Moved aside: the next write makes a new slot file from memory.
-			f.slots.size, f.stale = 0, true
+		if errors.As(err, &ce) && ce.Aside != "" {
+			// Moved aside: the next checkpoint makes the settings file again, the next write
+			// a new slot file, both from memory.
+			f.stale = true
+			if ce.Path == slotPath(f.path) {
+				f.slots.size = 0
+			}
 		}
 		return err
 	}

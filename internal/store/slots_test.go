@@ -194,3 +194,25 @@ func TestSettingsFileCheckedBesideSlots(t *testing.T) {
 		t.Fatalf("second Open: %v, %q", err, h.All())
 	}
 }
+
+// TestReloadQuarantinedSettingsFileCheckpointed: a corrupt settings file that Reload moves
+// aside beside a valid slot file is made again by the next checkpoint, with no write between.
+func TestReloadQuarantinedSettingsFileCheckpointed(t *testing.T) {
+	f, _, path := openWithA(t)
+	if err := f.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ce *CorruptError
+	if err := f.Reload(); !errors.As(err, &ce) || ce.Path != path || ce.Aside == "" {
+		t.Fatalf("Reload: %v; want the settings file moved aside", err)
+	}
+	if err := f.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := read(path, f.lim); err != nil || !maps.Equal(m, map[string]string{"a": "1"}) {
+		t.Fatalf("settings file after the checkpoint: %q, %v", m, err)
+	}
+}
