@@ -76,7 +76,6 @@ func Open(path string, lim Limits) (*File, error) {
 		return nil, quarantine(err)
 	}
 	removeStaleTemps(path)
-	removeStaleTemps(slotPath(path))
 	return &File{path: path, lim: lim, m: m, slots: st, stale: stale}, nil
 }
 
@@ -409,8 +408,9 @@ func moveAside(path string) (string, error) {
 	return "", fmt.Errorf("store: too many corrupt copies of %s", path)
 }
 
-// removeStaleTemps deletes temp files a killed writer left behind. Only one process writes
-// a settings file, so every such file is dead. Failures are ignored: a stale temp file costs
+// removeStaleTemps deletes temp files a killed writer left behind, of the settings file and of
+// its slot file, in one listing of the folder. Only one process writes a settings file, so
+// every such file is dead. Failures are ignored: a stale temp file costs
 // disk space, not correctness.
 func removeStaleTemps(path string) {
 	dir := filepath.Dir(path)
@@ -418,10 +418,11 @@ func removeStaleTemps(path string) {
 	if err != nil {
 		return
 	}
-	prefix := tempPrefix(path)
+	settings, slots := tempPrefix(path), tempPrefix(slotPath(path))
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+		name := e.Name()
+		if (strings.HasPrefix(name, settings) || strings.HasPrefix(name, slots)) && e.Type().IsRegular() {
+			_ = os.Remove(filepath.Join(dir, name))
 		}
 	}
 }

@@ -497,8 +497,9 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "settings")
 	stale := filepath.Join(dir, tempPrefix(path)+"123")
+	staleSlots := filepath.Join(dir, tempPrefix(slotPath(path))+"456")
 	other := filepath.Join(dir, "unrelated")
-	for _, p := range []string{stale, other} {
+	for _, p := range []string{stale, staleSlots, other} {
 		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -512,8 +513,10 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 	if _, err := Open(path, Limits{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("stale temp file still there: %v", err)
+	for _, p := range []string{stale, staleSlots} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("stale temp file %s still there: %v", filepath.Base(p), err)
+		}
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Fatalf("unrelated file removed: %v", err)
