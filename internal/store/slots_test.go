@@ -216,3 +216,18 @@ func TestReloadQuarantinedSettingsFileCheckpointed(t *testing.T) {
 		t.Fatalf("settings file after the checkpoint: %q, %v", m, err)
 	}
 }
+
+// TestSlotFileRemovedUnderUs: a slot file removed by hand while the store is open is made
+// again by the next write, from the state in memory plus the change.
+func TestSlotFileRemovedUnderUs(t *testing.T) {
+	f, _, path := openWithA(t)
+	if err := os.Remove(slotPath(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Set("b", "2"); err != nil {
+		t.Fatalf("write after the slot file was removed: %v", err)
+	}
+	if m, err := Load(path, Limits{}); err != nil || !maps.Equal(m, map[string]string{"a": "1", "b": "2"}) {
+		t.Fatalf("Load: %q, %v", m, err)
+	}
+}
