@@ -11,6 +11,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	// One Go processor for `provisiond run`, set before the other packages initialise.
+	_ "github.com/provisiond/provisiond/internal/oneproc"
 )
 
 // version is set at link time: -ldflags "-X main.version=$(git describe --always --dirty)".
