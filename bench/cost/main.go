@@ -160,14 +160,6 @@ func onceCPU(ctx context.Context, bed *testbed.Bed, bin string, n int) error {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	version := make([]sample, 0, n)
-	for range n {
-		cmd := exec.CommandContext(ctx, bin, "version")
-		s, err := child(cmd)
-		if err != nil {
-			return fmt.Errorf("version: %w", err)
-		}
-		version = append(version, s)
-	}
 	runs := []struct {
 		name string
 		job  *benchkit.Job
@@ -177,8 +169,14 @@ func onceCPU(ctx context.Context, bed *testbed.Bed, bin string, n int) error {
 		{"run --once, nothing queued (NO_COMMANDS)", nil},
 	}
 	results := make([][]sample, len(runs))
-	// Interleave the kinds so drift of a shared machine hits them alike.
+	// Interleave the kinds, start-up included, so drift of a shared machine hits them alike:
+	// the figures that matter are differences from the start-up median.
 	for range n {
+		s, err := child(exec.CommandContext(ctx, bin, "version"))
+		if err != nil {
+			return fmt.Errorf("version: %w", err)
+		}
+		version = append(version, s)
 		for i, r := range runs {
 			var reqs func() []simcloud.Request
 			if r.job != nil {
