@@ -4,14 +4,15 @@
 // The daemon's work is one modem's job, one step at a time: it waits on the serial line, the
 // network or the disk far longer than it computes. With a second processor, each hand-over
 // between goroutines (the AT client's reader, loop and caller; the HTTP client's connection
-// loops) wakes a second OS thread that finds nothing to run and sleeps again; a `run --once`
-// spends about 3 ms of CPU on that, a fifth of what it costs above start-up (BENCHMARKS.md
-// §13).
+// loops) wakes a second OS thread that finds nothing to run and sleeps again. Together with
+// reading the serial line through the runtime's poller (internal/atmodem), one processor cut
+// the CPU of a `run --once` above start-up by about a fifth and a running daemon's attempt by
+// a quarter (BENCHMARKS.md §13).
 //
 // The limit is set here, in an init that runs before most packages' inits, and not in the run
 // command: lowering the count hands the second processor's allocation caches back to the heap
 // span by span, which costs more the more has run on it (0.2–2.4 ms from the run command,
-// about 0.1 ms here). The GOMAXPROCS variable is read by the runtime at start and costs
+// 0.1–0.9 ms here). The GOMAXPROCS variable is read by the runtime at start and costs
 // nothing; a unit may set it (`Environment=GOMAXPROCS=2`) to undo this.
 package oneproc
 
