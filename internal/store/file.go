@@ -64,9 +64,10 @@ type File struct {
 // slots is valid) is never replaced: Open renames it to "<file>.corrupt-<UTC time>" and
 // returns a *CorruptError (errors.Is ErrCorrupt) naming that name. Whether to go on is the
 // caller's decision: a second Open then finds no such file (without a slot file, an empty
-// store; without a valid one, the settings file's state of the last checkpoint). A file larger than lim.MaxFileSize is refused with an error wrapping ErrLimit
-// and left in place, since it may be intact and only the limit lowered. Key and value limits
-// apply to writes, not to loading: what is on disk was accepted when it was written.
+// store; without a valid one, the settings file's state of the last checkpoint). A file
+// larger than lim.MaxFileSize is refused with an error wrapping ErrLimit and left in place,
+// since it may be intact and only the limit lowered. Key and value limits apply to writes,
+// not to loading: what is on disk was accepted when it was written.
 //
 // Open also removes temp files left in the folder by a writer that was killed mid-write.
 func Open(path string, lim Limits) (*File, error) {
