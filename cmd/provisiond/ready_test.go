@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,34 +12,9 @@ import (
 
 	"github.com/provisiond/provisiond/internal/atmodem"
 	"github.com/provisiond/provisiond/internal/control"
+	"github.com/provisiond/provisiond/internal/notify/notifytest"
 	"github.com/provisiond/provisiond/internal/status"
 )
-
-// notifySocket listens where NOTIFY_SOCKET points, as systemd does, and hands out datagrams.
-func notifySocket(t *testing.T) <-chan string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("NOTIFY_SOCKET", path)
-	msgs := make(chan string, 64)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	})
-	t.Cleanup(func() { conn.Close(); wg.Wait() })
-	return msgs
-}
 
 // With the modem unplugged the daemon is ready once its control socket serves, so that
 // `systemctl start` returns and the boot goes on; STATUS and `status` say what it waits for.
@@ -51,7 +23,7 @@ func TestReadyWithoutModem(t *testing.T) {
 	if err := b.modem.Close(); err != nil { // unplugged: its link is gone
 		t.Fatal(err)
 	}
-	msgs := notifySocket(t)
+	msgs := notifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -127,7 +99,7 @@ func TestHealthFollowsATLoop(t *testing.T) {
 // An idle daemon keeps feeding the watchdog: its loops report idleness, not only progress.
 func TestWatchdogPingsWhileIdle(t *testing.T) {
 	b := newBench(t, "http")
-	msgs := notifySocket(t)
+	msgs := notifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "100000") // a ping every 50 ms
 	t.Setenv("WATCHDOG_PID", "")
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,7 +3,6 @@ package notify
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,36 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// fakeSystemd listens where NOTIFY_SOCKET points, as the service manager does, and hands out
-// the datagrams it receives.
-func fakeSystemd(t *testing.T) <-chan string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("NOTIFY_SOCKET", path)
-	msgs := make(chan string, 64)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(msgs)
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); wg.Wait() })
-	return msgs
-}
+	"github.com/provisiond/provisiond/internal/notify/notifytest"
+)
 
 func TestMessages(t *testing.T) {
 	tests := []struct {
@@ -56,7 +28,7 @@ func TestMessages(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msgs := fakeSystemd(t)
+			msgs := notifytest.Listen(t)
 			if err := tt.call(&Notifier{}); err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +65,7 @@ func TestMissingSocketIsAnError(t *testing.T) {
 }
 
 func TestWatchdogPings(t *testing.T) {
-	msgs := fakeSystemd(t)
+	msgs := notifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "2000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -154,7 +126,7 @@ func healthy() error { return nil }
 // The watchdog is fed only while the daemon's loops report in: a wedged loop stops the pings
 // (systemd then restarts the daemon) and they resume when it recovers.
 func TestWatchdogWithheldWhileUnhealthy(t *testing.T) {
-	msgs := fakeSystemd(t)
+	msgs := notifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "60000000")
 	t.Setenv("WATCHDOG_PID", "")
 	ticks := make(chan time.Time)
