@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,7 +35,7 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	bin := benchkit.BinFlag()
 	n := flag.Int("n", 30, "runs per measurement")
 	idle := flag.String("idle", "20s", "idle sampling checkpoints from one start, comma-separated (e.g. 20s,150s)")
 	transport := flag.String("transport", "http", "http or coap")
@@ -44,21 +43,12 @@ func main() {
 	onceOnly := flag.Bool("once", false, "measure only `run --once` (sizes, CPU, AT commands, serial bytes), no long-running daemon")
 	writes := flag.Bool("writes", false, "only count the store writes and fsyncs of one `run --once` per job, under strace")
 	flag.Parse()
-	if *writes {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if err := countWrites(ctx, *bin, *transport); err != nil {
-			fmt.Fprintln(os.Stderr, "cost:", err)
-			os.Exit(1)
+	benchkit.Main("cost", func(ctx context.Context) error {
+		if *writes {
+			return countWrites(ctx, *bin, *transport)
 		}
-		return
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *bin, *n, *idle, *transport, *long, *onceOnly); err != nil {
-		fmt.Fprintln(os.Stderr, "cost:", err)
-		os.Exit(1)
-	}
+		return run(ctx, *bin, *n, *idle, *transport, *long, *onceOnly)
+	})
 }
 
 func run(ctx context.Context, bin string, n int, idleFlag, transport string, long int, onceOnly bool) error {

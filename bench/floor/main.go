@@ -23,7 +23,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -37,19 +36,16 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	bin := benchkit.BinFlag()
 	n := flag.Int("n", 3, "attempts per cell (daemon) and runs per cell (--once)")
 	rtts := flag.String("rtt", "50ms,300ms", "network round-trip times, comma-separated")
 	transports := flag.String("transport", "http,coap", "transports, comma-separated")
 	baud := flag.Int("baud", 115200, "serial line rate")
 	trace := flag.Bool("trace", false, "print the log entries of each cell's last daemon attempt with their offsets")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *bin, *n, *rtts, *transports, *baud, *trace); err != nil {
-		fmt.Fprintln(os.Stderr, "floor:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("floor", func(ctx context.Context) error {
+		return run(ctx, *bin, *n, *rtts, *transports, *baud, *trace)
+	})
 }
 
 // notNeeded are commands an attempt may send that the job does not need (docs/design.md).

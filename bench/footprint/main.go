@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -30,16 +29,13 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	bin := benchkit.BinFlag()
 	ns := flag.String("n", "1,64", "instance counts, comma-separated")
 	settle := flag.Duration("settle", 5*time.Second, "idle time after the last first attempt before reading")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *bin, *ns, *settle); err != nil {
-		fmt.Fprintln(os.Stderr, "footprint:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("footprint", func(ctx context.Context) error {
+		return run(ctx, *bin, *ns, *settle)
+	})
 }
 
 // rollup is the part of smaps_rollup we report, in KiB.

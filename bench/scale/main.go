@@ -18,7 +18,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,17 +32,14 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	bin := benchkit.BinFlag()
 	n := flag.Int("n", 64, "modems and daemons")
 	transport := flag.String("transport", "http", "http, coap or mixed (alternating)")
 	latency := flag.Duration("latency", 0, "simulated modem processing time per AT command")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *bin, *n, *transport, *latency); err != nil {
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("scale", func(ctx context.Context) error {
+		return run(ctx, *bin, *n, *transport, *latency)
+	})
 }
 
 // device is one modem with its daemon's files.

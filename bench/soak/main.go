@@ -37,7 +37,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"runtime"
 	"slices"
 	"sort"
@@ -59,20 +58,16 @@ func main() {
 	flag.IntVar(&o.rounds, "n", 1000, "rounds (one faulted attempt each, plus clean attempts until settled)")
 	flag.StringVar(&o.transport, "transport", "both", "http, coap or both (alternating rounds, one daemon each)")
 	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: from the clock; printed)")
-	flag.StringVar(&o.bin, "bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	bin := benchkit.BinFlag()
 	flag.StringVar(&o.faults, "faults", "", "comma-separated fault names to draw from; \"all\" is every default fault (default: all; kill only when named)")
 	flag.BoolVar(&o.verbose, "v", false, "print every round")
 	flag.DurationVar(&o.maxTime, "max-time", 0, "stop after this long (0: no limit); the rounds done are reported")
 	flag.Parse()
+	o.bin = *bin
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("soak", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 type options struct {

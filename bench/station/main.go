@@ -22,12 +22,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/provisiond/provisiond/bench/internal/benchkit"
@@ -38,17 +36,14 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "provisiond binary (default: build ./cmd/provisiond stripped into a temporary folder)")
+	bin := benchkit.BinFlag()
 	n := flag.Int("n", 64, "boards and instances")
 	idle := flag.Duration("idle", 10*time.Second, "how long to watch the dashboard idle after every tile is done")
 	every := flag.Duration("every", 0, "the dashboard's --every (0: its default)")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *bin, *n, *idle, *every); err != nil {
-		fmt.Fprintln(os.Stderr, "station:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("station", func(ctx context.Context) error {
+		return run(ctx, *bin, *n, *idle, *every)
+	})
 }
 
 func run(ctx context.Context, bin string, n int, idle, every time.Duration) error {
