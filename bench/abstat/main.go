@@ -82,13 +82,17 @@ type group struct {
 	counts map[string][]float64
 }
 
-func summarize(samples map[key]map[string]float64) map[[2]string]*group {
-	out := map[[2]string]*group{}
+// groupKey names a group: one binary, one kind of run.
+type groupKey struct{ bin, kind string }
+
+func summarize(samples map[key]map[string]float64) map[groupKey]*group {
+	out := map[groupKey]*group{}
 	for k, counts := range samples {
-		g := out[[2]string{k.bin, k.kind}]
+		gk := groupKey{k.bin, k.kind}
+		g := out[gk]
 		if g == nil {
 			g = &group{counts: map[string][]float64{}}
-			out[[2]string{k.bin, k.kind}] = g
+			out[gk] = g
 		}
 		g.runs++
 		for ev, v := range counts {
@@ -110,11 +114,11 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func report(w io.Writer, groups map[[2]string]*group, kinds []string) error {
+func report(w io.Writer, groups map[groupKey]*group, kinds []string) error {
 	var bins []string
 	for g := range groups {
-		if !slices.Contains(bins, g[0]) {
-			bins = append(bins, g[0])
+		if !slices.Contains(bins, g.bin) {
+			bins = append(bins, g.bin)
 		}
 	}
 	sort.Strings(bins)
@@ -123,18 +127,20 @@ func report(w io.Writer, groups map[[2]string]*group, kinds []string) error {
 	}
 	fmt.Fprintln(w, "| binary | run | runs | CPU (task-clock) median | above start-up | page faults | context switches | system calls | nanosleep | futex |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	// The rows of one binary: its start-up, then the kinds in bench/cost's order.
+	type row struct{ name, kind string }
+	rows := []row{{"`version`", "start"}}
+	for i, k := range kinds {
+		rows = append(rows, row{k, "run" + strconv.Itoa(i+1)})
+	}
 	for _, bin := range bins {
-		start, ok := groups[[2]string{bin, "start"}]
+		start, ok := groups[groupKey{bin, "start"}]
 		if !ok {
 			return fmt.Errorf("%s: no start-up (version) runs", bin)
 		}
 		base := median(start.counts["task-clock"])
-		rows := []struct{ name, kind string }{{"`version`", "start"}}
-		for i, k := range kinds {
-			rows = append(rows, struct{ name, kind string }{k, "run" + strconv.Itoa(i+1)})
-		}
 		for _, r := range rows {
-			g, ok := groups[[2]string{bin, r.kind}]
+			g, ok := groups[groupKey{bin, r.kind}]
 			if !ok {
 				continue
 			}
